@@ -1,0 +1,270 @@
+"""MTCNN on TFLite (mask_guard.faces): same faces as the ``mtcnn`` package, robust to hostile frames.
+
+The parity tests run the real mtcnn package (TensorFlow) and our cascade on real photos from the
+shared data folder (env MASK_GUARD_DATA, default <repo>/../shared/data).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mask_guard import boxes as bx
+from mask_guard.config import FacesConfig
+from mask_guard.faces import MIN_LEVEL_PX, FaceDetector, pyramid_scales
+from mask_guard.tflite import ModelError
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+DATA = Path(os.environ.get("MASK_GUARD_DATA", REPO.parent / "shared" / "data"))
+THRESHOLDS = [0.6, 0.7, 0.7]
+
+
+def _data_or_skip() -> Path:
+    if not (DATA / "scenes").is_dir():
+        pytest.skip(f"no image data at {DATA} (set MASK_GUARD_DATA to the shared data folder)")
+    return DATA
+
+
+def _rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None, f"cannot read {path}"
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _images() -> list[Path]:
+    """20 photos: street scenes, aligned faces, masked faces, video frames (fixed, spread picks)."""
+    d = _data_or_skip()
+    picks = [
+        ("scenes/ilc2021/images", "*.jpg", 8),
+        ("faces/utkface/without_mask", "*.jpg", 4),
+        ("faces/chandrikadeb7/with_mask", "*.jpg", 4),
+        ("landmarks/udacity68/images", "*/*.jpg", 4),
+    ]
+    out = []
+    for folder, pattern, n in picks:
+        files = sorted((d / folder).glob(pattern))
+        assert len(files) >= n, f"expected >= {n} images in {d / folder}"
+        step = len(files) // n
+        out += files[::step][:n]
+    return out
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(FacesConfig(min_face_px=24, thresholds=THRESHOLDS, num_threads=2), MODELS)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """``detect(rgb, min_face) -> (boxes, scores, landmarks)`` from the real mtcnn package.
+
+    mtcnn 1.0.0 builds pyramid levels too small for P-Net and then returns no faces at all
+    (TensorFlow raises, the package swallows it); we skip such levels, so the reference does too.
+    Where the package works unpatched the filter changes nothing.
+    """
+    pytest.importorskip("tensorflow")
+    mtcnn = pytest.importorskip("mtcnn")
+    import mtcnn.stages.stage_pnet as stage_pnet
+
+    original = stage_pnet.build_scale_pyramid
+
+    def pyramid_without_too_small_levels(width, height, min_face_size, scale_factor, min_size=12):
+        s = original(width, height, min_face_size, scale_factor, min_size)
+        return s[(np.floor(width * s) >= MIN_LEVEL_PX) & (np.floor(height * s) >= MIN_LEVEL_PX)]
+
+    net = mtcnn.MTCNN()
+
+    def detect(rgb: np.ndarray, min_face: int):
+        stage_pnet.build_scale_pyramid = pyramid_without_too_small_levels
+        try:
+            r = net.detect_faces(rgb, min_face_size=min_face, scale_factor=0.709, threshold_pnet=THRESHOLDS[0],
+                                 threshold_rnet=THRESHOLDS[1], threshold_onet=THRESHOLDS[2],
+                                 box_format="xyxy", output_type="numpy")
+        finally:
+            stage_pnet.build_scale_pyramid = original
+        r = np.asarray(r, dtype=np.float64).reshape(-1, 16)
+        return r[:, 1:5], r[:, 5], np.stack([r[:, 6:11], r[:, 11:16]], axis=2)
+
+    detect.unpatched = net  # for the test that documents the package's failure
+    return detect
+
+
+@pytest.mark.parametrize("min_face", [24, 40])
+def test_same_faces_as_mtcnn_package_on_real_photos(reference, min_face):
+    det = FaceDetector(FacesConfig(min_face_px=min_face, thresholds=THRESHOLDS, num_threads=2), MODELS)
+    worst_box = worst_lm = worst_score = 0.0
+    total = 0
+    for path in _images():
+        rgb = _rgb(path)
+        ref_boxes, ref_scores, ref_lms = reference(rgb, min_face)
+        got = det.detect(rgb)
+        assert len(got) == len(ref_boxes), f"{path.name}: {len(got)} faces, package found {len(ref_boxes)}"
+        for box, score, lm in zip(ref_boxes, ref_scores, ref_lms):
+            diff = np.abs(got.boxes - box).max(axis=1)
+            k = int(np.argmin(diff))
+            size = max(box[2] - box[0], box[3] - box[1])
+            tol = max(3.0, 0.02 * size)
+            lm_diff = float(np.abs(got.landmarks[k] - lm).max())
+            assert diff[k] <= tol, f"{path.name}: box {box} vs ours {got.boxes[k]} (tol {tol:.1f})"
+            assert lm_diff <= tol, f"{path.name}: landmarks differ by {lm_diff:.2f} px"
+            assert abs(got.scores[k] - score) <= 0.01, f"{path.name}: score {got.scores[k]} vs {score}"
+            worst_box, worst_lm = max(worst_box, float(diff[k])), max(worst_lm, lm_diff)
+            worst_score = max(worst_score, abs(float(got.scores[k]) - float(score)))
+            total += 1
+    print(f"min_face {min_face}: {total} faces, max box diff {worst_box:.4f} px, "
+          f"max landmark diff {worst_lm:.4f} px, max score diff {worst_score:.2e}")
+    assert total >= 20, "too few reference faces for the comparison to mean anything"
+
+
+def test_landmarks_are_in_mtcnn_order_on_a_frontal_face(detector):
+    img = _rgb(sorted((_data_or_skip() / "faces/utkface/without_mask").glob("*.jpg"))[0])
+    got = detector.detect(img)
+    assert len(got) == 1
+    lm = got.landmarks[0]
+    left_eye, right_eye, nose, mouth_left, mouth_right = lm
+    assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]  # image left/right
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+    x1, y1, x2, y2 = got.boxes[0]
+    assert ((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2)).all()
+
+
+def test_package_returns_nothing_on_640x480_at_min_face_40_but_we_find_the_faces(reference):
+    """Documents why our pyramid skips tiny levels: mtcnn 1.0.0 silently loses every face here."""
+    import mtcnn
+
+    if getattr(mtcnn, "__version__", "1.0.0") != "1.0.0":
+        pytest.skip("documents mtcnn 1.0.0 behaviour")
+    scenes = sorted((_data_or_skip() / "scenes/ilc2021/images").glob("*.jpg"))[:3]
+    det = FaceDetector(FacesConfig(min_face_px=40, thresholds=THRESHOLDS), MODELS)
+    found = 0
+    for path in scenes:
+        frame = cv2.resize(_rgb(path), (640, 480), interpolation=cv2.INTER_AREA)
+        assert reference.unpatched.detect_faces(frame, min_face_size=40) == []
+        ours = det.detect(frame)
+        assert len(ours) == len(reference(frame, 40)[0])
+        found += len(ours)
+    assert found > 0
+
+
+def test_pyramid_is_the_packages_minus_levels_too_small_for_pnet():
+    for w, h, mf in [(640, 480, 24), (640, 480, 40), (200, 200, 24), (1920, 1080, 12)]:
+        scales = pyramid_scales(w, h, mf, 0.709)
+        assert scales, (w, h, mf)
+        assert scales[0] == pytest.approx(12 / mf)
+        assert all(b / a == pytest.approx(0.709) for a, b in zip(scales, scales[1:]))
+        assert min(int(w * scales[-1]), int(h * scales[-1])) >= MIN_LEVEL_PX
+    assert pyramid_scales(10, 400, 24, 0.709) == []
+
+
+def test_nms_drops_a_box_overlapped_by_any_better_box_like_the_package():
+    bboxes = pytest.importorskip("mtcnn.utils.bboxes")
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 300, 1200):  # 1200 > one block: exercises the blocked path
+        xy = rng.uniform(0, 200, (n, 2))
+        wh = rng.uniform(5, 60, (n, 2))
+        boxes = np.hstack([xy, xy + wh])
+        for method, thr in (("union", 0.5), ("union", 0.7), ("min", 0.7)):
+            expected = bboxes.nms(bboxes.iou(boxes, method=method), thr)
+            np.testing.assert_array_equal(bx.nms_any_higher(boxes, thr, method), expected)
+
+
+def test_grayscale_and_rgba_frames_give_the_same_faces_as_rgb(detector):
+    rgb = _rgb(sorted((_data_or_skip() / "faces/utkface/without_mask").glob("*.jpg"))[0])
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    as_rgb = detector.detect(np.repeat(gray[:, :, None], 3, axis=2))
+    assert len(as_rgb) == 1
+    for frame in (gray, gray[:, :, None]):
+        got = detector.detect(frame)
+        np.testing.assert_allclose(got.boxes, as_rgb.boxes, atol=1e-3)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)])
+    np.testing.assert_allclose(detector.detect(rgba).boxes, detector.detect(rgb).boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((11, 300, 3), np.uint8),
+        np.zeros((48, 48, 5), np.uint8),
+        np.zeros((1, 48, 48, 3), np.uint8),
+        np.full((64, 64, 3), np.nan),
+        np.array([[None]]),
+        None,
+    ],
+    ids=["empty", "1x1", "11px-high", "5-channels", "4-D", "nan-float", "object", "none"],
+)
+def test_hostile_frames_give_empty_detections_not_errors(detector, frame):
+    got = detector.detect(frame)
+    assert len(got) == 0
+    assert got.landmarks is not None and got.landmarks.shape == (0, 5, 2)
+
+
+def test_huge_frame_is_downscaled_and_boxes_come_back_in_its_pixels(detector):
+    face = _rgb(sorted((_data_or_skip() / "faces/utkface/without_mask").glob("*.jpg"))[2])
+    small = detector.detect(face)
+    assert len(small) == 1
+    big = cv2.resize(face, (8000, 8000), interpolation=cv2.INTER_LINEAR)
+    got = detector.detect(big)
+    assert len(got) == 1
+    assert got.boxes.max() <= 7999
+    # The detection on the max_side copy, mapped back (up to clipping at that copy's last pixel) ...
+    side = detector.max_side
+    shrunk = detector.detect(cv2.resize(big, (side, side), interpolation=cv2.INTER_AREA))
+    np.testing.assert_allclose(got.boxes, shrunk.boxes * (8000 / side), atol=8000 / side)
+    np.testing.assert_allclose(got.landmarks, shrunk.landmarks * (8000 / side), atol=0.05)
+    # ... and the same face as in the original 200 px image (another pyramid: a few % apart).
+    scale = 8000 / face.shape[0]
+    np.testing.assert_allclose(got.boxes[0] / scale, small.boxes[0], atol=0.05 * face.shape[0])
+
+
+def test_missing_model_raises_model_error_naming_the_file(tmp_path):
+    shutil.copy(MODELS / "mtcnn_pnet.tflite", tmp_path)
+    shutil.copy(MODELS / "mtcnn_onet.tflite", tmp_path)
+    with pytest.raises(ModelError, match="mtcnn_rnet.tflite"):
+        FaceDetector(FacesConfig(), tmp_path)
+
+
+def test_corrupt_model_raises_model_error_naming_the_file(tmp_path):
+    for name in ("mtcnn_pnet.tflite", "mtcnn_rnet.tflite"):
+        shutil.copy(MODELS / name, tmp_path)
+    (tmp_path / "mtcnn_onet.tflite").write_bytes(b"not a flatbuffer" * 100)
+    with pytest.raises(ModelError, match="mtcnn_onet.tflite"):
+        FaceDetector(FacesConfig(), tmp_path)
+
+
+def test_wrong_model_in_a_slot_raises_model_error(tmp_path):
+    shutil.copy(MODELS / "mtcnn_pnet.tflite", tmp_path)
+    shutil.copy(MODELS / "mtcnn_rnet.tflite", tmp_path)
+    shutil.copy(MODELS / "mtcnn_rnet.tflite", tmp_path / "mtcnn_onet.tflite")  # R-Net has no landmark output
+    with pytest.raises(ModelError, match="mtcnn_onet.tflite"):
+        FaceDetector(FacesConfig(), tmp_path)
+
+
+def test_same_size_frames_reuse_pnet_interpreters(detector):
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    detector.detect(frame)
+    cached = dict(detector.pnet._cache)
+    detector.detect(frame[::-1].copy())
+    assert all(detector.pnet._cache[k] is v for k, v in cached.items())
+    assert len(detector.pnet._cache) == len(cached)
+
+
+def test_faces_module_does_not_import_tensorflow():
+    code = (
+        "import sys, numpy as np, pathlib\n"
+        "import mask_guard.faces as f\n"
+        "from mask_guard.config import FacesConfig\n"
+        f"d = f.FaceDetector(FacesConfig(), pathlib.Path({str(MODELS)!r}))\n"
+        "d.detect(np.zeros((120, 160, 3), np.uint8))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'mtcnn')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
