@@ -19,7 +19,7 @@ from .detections import LEFT_EYE, NOSE, RIGHT_EYE, Detections, FaceResult, Frame
 from .faces import FaceDetector
 from .mouths import MouthDetector, verdict
 from .tracker import Tracker
-from .votes import Decision, VoteBook
+from .votes import Decision, DecisionChange, VoteBook
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,6 @@ class Analyzer:
 
 
 @dataclass
-class DecisionChange:
-    track_id: int
-    old: Decision
-    new: Decision
-
-
-@dataclass
 class FrameResult:
     frame: Frame
     faces: list[FaceResult]
@@ -163,7 +156,7 @@ class Pipeline:
                 face.track_id = t.id
                 change = self.votes.vote(t.id, face.verdict, face.votes)
                 if change is not None:
-                    result.changes.append(DecisionChange(t.id, change.old, change.new))
+                    result.changes.append(change)
             result.tallies[t.id] = (self.votes.tally(t.id), self.votes.count(t.id), self.votes.decision(t.id))
         removed = list(self.tracker.removed_ids)
         if removed:

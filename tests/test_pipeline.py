@@ -1,0 +1,162 @@
+"""Tracks, votes and alerts on scripted face sequences: one alert per unmasked person, none for
+masked people, counts that match, and the street-camera voting rules.
+
+The faces come from a script (boxes and verdicts per frame) instead of the models, so every
+frame's input is known; tracker, votes, alert policy, sound player (ALSA null device) and counts
+are the real ones.
+"""
+from __future__ import annotations
+
+import time
+import wave
+from datetime import datetime
+
+import numpy as np
+from mask_guard.alerts import Alerter, SoundPlayer
+from mask_guard.config import config_from_dict
+from mask_guard.counts import Counts
+from mask_guard.detections import FaceResult, Frame, Verdict
+from mask_guard.outcomes import Outcomes
+from mask_guard.pipeline import Pipeline, is_frontal
+from mask_guard.votes import Decision
+
+FPS = 15.0
+W, H = 640, 480
+
+
+def face(cx: float, cy: float, size: float, verdict: Verdict, frontal: bool = True) -> FaceResult:
+    box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2], np.float32)
+    s = size
+    nose_x = cx if frontal else cx + 0.45 * s  # a profile: the nose outside the eye span
+    lms = np.array([[cx - 0.2 * s, cy - 0.1 * s], [cx + 0.2 * s, cy - 0.1 * s], [nose_x, cy + 0.05 * s],
+                    [cx - 0.15 * s, cy + 0.25 * s], [cx + 0.15 * s, cy + 0.25 * s]], np.float32)
+    return FaceResult(box=box, score=0.99, landmarks=lms, mouth=0.0, nose=0.0, verdict=verdict)
+
+
+class ScriptedAnalyzer:
+    """Stands in for MTCNN + mouth model: frame i yields script[i]."""
+
+    def __init__(self, script: list[list[FaceResult]]):
+        self.script = script
+        self.last_timings = {}
+
+    def analyze(self, image) -> list[FaceResult]:
+        i = int(image[0, 0, 0]) | int(image[0, 0, 1]) << 8  # the frame index is painted into the frame
+        return [FaceResult(**{**f.__dict__}) for f in self.script[i]] if i < len(self.script) else []
+
+    def reconfigure(self, cfg) -> None:
+        pass
+
+
+def walk(start: int, frames: int, verdicts, x0: float, x1: float, s0: float = 40, s1: float = 200, y: float = 240):
+    """A person walking toward the camera: moves from x0 to x1 and grows from s0 to s1 px."""
+    out = {}
+    for k in range(frames):
+        t = k / max(frames - 1, 1)
+        v = verdicts(k) if callable(verdicts) else verdicts
+        out[start + k] = face(x0 + (x1 - x0) * t, y, s0 + (s1 - s0) * t, v)
+    return out
+
+
+def script_of(n: int, *people: dict) -> list[list[FaceResult]]:
+    return [[p[i] for p in people if i in p] for i in range(n)]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def short_chime(path) -> str:
+    """A 50 ms chime: the script runs faster than real time, and the real ALSA playback of the
+    2.8 s alert would still be busy (one alert at a time) when the next one is due."""
+    t = np.arange(int(0.05 * 22050)) / 22050
+    pcm = (np.sin(2 * np.pi * 880 * t) * 12000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050), w.writeframes(pcm.tobytes())
+    return str(path)
+
+
+def run(script, tmp_path, **cfg_sections):
+    alerts_cfg = {"cooldown_s": 2.0, "realert_s": 600.0, "sound": short_chime(tmp_path / "chime.wav")}
+    alerts_cfg.update(cfg_sections.pop("alerts", {}))
+    cfg = config_from_dict({"alerts": alerts_cfg, **cfg_sections})
+    clock = Clock()
+    player = SoundPlayer(cfg.alerts.sound, clock=clock)
+    alerter = Alerter(cfg.alerts, player=player, now=lambda: datetime(2026, 11, 21, 12, 0), mono=clock)
+    counts = Counts(tmp_path / "counts.json", keep_days=30)
+    pipe = Pipeline(cfg, analyzer=ScriptedAnalyzer(script))
+    outcomes = Outcomes(alerter, counts)
+    alerts, decisions = [], {}
+    for i in range(len(script)):
+        img = np.zeros((H, W, 3), np.uint8)
+        img[0, 0, 0], img[0, 0, 1] = i & 0xFF, i >> 8
+        clock.t = 1000.0 + i / FPS
+        time.sleep(0.005)  # let real playback of the short chime keep pace with the script
+        res = pipe.process(Frame(img, i, clock.t))
+        for ch in res.changes:
+            decisions[ch.track_id] = ch.new
+        alerts += [(i, tid) for tid in outcomes.apply(res)]
+    return alerts, decisions, counts.totals(), pipe
+
+
+def test_one_alert_per_unmasked_person_and_none_for_masked(tmp_path):
+    unmasked_a = walk(0, 40, Verdict.NO_MASK, 100, 300)
+    masked = walk(10, 40, Verdict.MASK, 550, 400)
+    # a second unmasked person, at the same time as the first: the global cooldown delays, never drops, her alert
+    unmasked_b = walk(12, 30, lambda k: Verdict.UNSURE if k % 4 == 0 else Verdict.NO_MASK, 320, 480, y=300)
+    alerts, decisions, totals, _ = run(script_of(80, unmasked_a, masked, unmasked_b), tmp_path)
+    assert sorted(decisions.values()) == sorted([Decision.NO_MASK, Decision.NO_MASK, Decision.MASK])
+    unmasked_ids = {tid for tid, d in decisions.items() if d is Decision.NO_MASK}
+    assert sorted(tid for _, tid in alerts) == sorted(unmasked_ids)  # exactly one each
+    frames = [i for i, _ in alerts]
+    assert frames[1] - frames[0] >= 2.0 * FPS  # cooldown_s between alerts
+    assert totals["people"] == 3 and totals["masked"] == 1 and totals["unmasked"] == 2
+    assert totals["alerts"] == 2
+
+
+def test_decision_waits_for_three_votes_and_unsure_frames_do_not_vote(tmp_path):
+    verdicts = [Verdict.UNSURE] * 6 + [Verdict.NO_MASK] * 10
+    person = walk(0, len(verdicts), lambda k: verdicts[k], 100, 200)
+    alerts, decisions, _, pipe = run(script_of(20, person), tmp_path)
+    assert list(decisions.values()) == [Decision.NO_MASK]
+    # init delay 2 frames (id from frame 2); unsure frames 0-5 cast nothing; votes at 6, 7, 8 -> decided at 8
+    assert [i for i, _ in alerts] == [8]
+
+
+def test_a_person_who_puts_the_mask_on_turns_masked_without_a_second_alert(tmp_path):
+    verdicts = [Verdict.NO_MASK] * 8 + [Verdict.MASK] * 40
+    person = walk(0, len(verdicts), lambda k: verdicts[k], 100, 300)
+    alerts, decisions, totals, _ = run(script_of(50, person), tmp_path)
+    assert len(alerts) == 1
+    assert list(decisions.values()) == [Decision.MASK]  # the tally crossed back over zero
+    assert totals["people"] == 1 and totals["masked"] == 1 and totals["unmasked"] == 0
+
+
+def test_faces_in_the_margins_too_small_or_in_profile_do_not_vote(tmp_path):
+    in_margin = walk(0, 30, Verdict.NO_MASK, 20, 40, s0=60, s1=60)  # centre within the left 10 %
+    tiny = walk(0, 30, Verdict.NO_MASK, 300, 320, s0=20, s1=24, y=100)
+    profile = {i: face(500, 300, 120, Verdict.NO_MASK, frontal=False) for i in range(30)}
+    alerts, decisions, totals, _ = run(script_of(30, in_margin, tiny, profile), tmp_path,
+                                       area={"margin_left": 0.1, "min_face_px": 32, "frontal_only": True})
+    assert alerts == [] and decisions == {}
+    assert totals["people"] == 3  # tracked and counted, just not voting
+
+
+def test_a_person_still_there_after_the_realert_interval_is_reminded_again(tmp_path):
+    person = walk(0, 200, Verdict.NO_MASK, 200, 260, s0=100, s1=110)
+    alerts, _, _, _ = run(script_of(200, person), tmp_path, alerts={"cooldown_s": 0, "realert_s": 5.0})
+    frames = [i for i, _ in alerts]
+    assert len(frames) == 3 and all(b - a >= 5.0 * FPS for a, b in zip(frames, frames[1:]))
+
+
+def test_frontal_rule_reads_the_eyes_and_nose():
+    assert is_frontal(*_box_lms(face(100, 100, 80, Verdict.MASK)))
+    assert not is_frontal(*_box_lms(face(100, 100, 80, Verdict.MASK, frontal=False)))
+
+
+def _box_lms(f: FaceResult):
+    return f.box, f.landmarks
