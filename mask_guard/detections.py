@@ -79,7 +79,7 @@ class Detections:
         """Drop rows with NaN/inf anywhere: a hostile frame must not poison the tracker."""
         ok = np.isfinite(self.boxes).all(axis=1) & np.isfinite(self.scores)
         if self.landmarks is not None:
-            ok &= np.isfinite(self.landmarks).reshape(len(self), -1).all(axis=1)
+            ok &= np.isfinite(self.landmarks).reshape(len(self), 10).all(axis=1)
         return self[ok]
 
 

@@ -35,5 +35,5 @@ class Outcomes:
                 self.counts.alert_played()
                 alerted.append(tid)
                 self.last_alert = {"track_id": tid, "frame": result.frame.index, "timestamp": result.frame.timestamp}
-                log.warning("ALERT: person %d without a mask", tid)
+                log.warning("ALERT: person %d without a mask (frame %d)", tid, result.frame.index)
         return alerted

@@ -1,0 +1,548 @@
+"""Walk-through clips composed from still faces, with ground truth: the video evidence's raw material.
+
+A clip is a synthetic corridor (procedural texture, no faces) in which people walk: each person is a still
+face from ../shared/data pasted with a feathered elliptical alpha over a plain torso, scaled and moved along
+a path (approaching: the face grows as 1/distance), optionally turning away, putting a mask on (a
+chandrikadeb7 face and the prajnasb copy with a mask pasted on: same identity, same photo), crossing another
+person, behind a stream blackout, under camera noise/blur/JPEG. Everything is deterministic from
+(scenario, seed). The face positions in the stills come from ``tools/clip_faces.json`` (built once with the
+reference ``mtcnn`` package by ``make_clips.py index``), so composing needs neither TensorFlow nor the
+detector under test, and the ground-truth boxes are the reference detector's boxes carried through the same
+scale and shift as the pixels.
+
+Ground truth per person: ``masked_start``/``masked_end``, ``mask_on_frame``, and per frame the face box, the
+``state`` (``frontal``, ``turned``: squeezed towards a profile, ``away``: back of the head, ``occluded``: over
+30 % hidden by a nearer person, ``offscreen``, ``blackout``) and whether the mask is on. ``first_visible`` is
+the first frame with a frontal face at least
+``VISIBLE_PX`` wide, fully inside the frame, not blacked out: where alert latency is measured from.
+
+The images are never written into the repository: clips go to the cache (``$XDG_CACHE_HOME/mask-guard/clips``)
+or a folder the caller gives (a test's tmp_path).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+INDEX_PATH = Path(__file__).resolve().parent / "clip_faces.json"
+CLIP_VERSION = 3  # bump when rendering changes, so cached clips are rebuilt
+WIDTH, HEIGHT = 640, 480
+VISIBLE_PX = 24  # a face this wide is findable (the daemon's default faces.min_face_px)
+
+
+def data_dir() -> Path:
+    """$MASK_GUARD_DATA, else ../shared/data next to the repository (the project's convention)."""
+    return Path(os.environ.get("MASK_GUARD_DATA") or (ROOT.parent / "shared" / "data")).resolve()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "mask-guard" / "clips"
+
+
+def load_index(path: Path = INDEX_PATH) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# --- scene ----------------------------------------------------------------------------------------
+
+def corridor(rng: np.random.Generator, w: int = WIDTH, h: int = HEIGHT) -> np.ndarray:
+    """A corridor seen from its end: walls, floor with perspective lines, a door, posters; BGR uint8, no faces."""
+    img = np.zeros((h, w, 3), np.float32)
+    wall = rng.uniform(90, 200, 3)
+    floor = rng.uniform(40, 120, 3)
+    vy = int(h * rng.uniform(0.38, 0.48))  # horizon
+    yy = np.linspace(0, 1, h)[:, None, None]
+    img[:] = wall * (0.85 + 0.25 * yy)
+    fl = np.zeros((h, w), bool)
+    fl[vy + int(h * 0.12):] = True
+    img[fl] = floor
+    vx = w // 2
+    for k in range(-6, 7):  # floor tiles converge to the vanishing point
+        x = int(vx + k * w * 0.25)
+        cv2.line(img, (vx, vy), (x, h), (floor * 0.7).tolist(), 2, cv2.LINE_AA)
+    for y in np.geomspace(vy + h * 0.13, h, 7):
+        cv2.line(img, (0, int(y)), (w, int(y)), (floor * 0.75).tolist(), 1, cv2.LINE_AA)
+    dx = int(rng.uniform(0.35, 0.55) * w)
+    cv2.rectangle(img, (dx, vy - int(h * 0.15)), (dx + int(w * 0.09), vy + int(h * 0.12)),
+                  rng.uniform(30, 110, 3).tolist(), -1)
+    for _ in range(int(rng.integers(2, 5))):  # posters: flat colours with stripes
+        x0, y0 = int(rng.uniform(0, w * 0.9)), int(rng.uniform(h * 0.05, h * 0.45))
+        pw, ph = int(rng.uniform(30, 90)), int(rng.uniform(30, 80))
+        col = rng.uniform(20, 240, 3)
+        cv2.rectangle(img, (x0, y0), (x0 + pw, y0 + ph), col.tolist(), -1)
+        for s in range(y0 + 6, y0 + ph, 9):
+            cv2.line(img, (x0 + 4, s), (x0 + pw - 4, s), (col * 0.6).tolist(), 2)
+    low = cv2.resize(rng.normal(0, 12, (h // 16, w // 16, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    img += low + rng.normal(0, 4, img.shape).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(img, (0, 0), 1.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Sprite:
+    """A face still prepared for pasting: padded crop, feathered alpha, the face box in crop pixels."""
+
+    image: np.ndarray  # float32 BGR
+    alpha: np.ndarray  # float32 0..1
+    box: np.ndarray  # face box x1 y1 x2 y2 in crop pixels
+    hair: np.ndarray  # BGR colour for the back of the head
+
+
+def make_sprite(img: np.ndarray, box) -> Sprite:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    fw, fh = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 - 0.08 * fh  # hair above the MTCNN box
+    side = int(2.4 * max(fw, fh))
+    ox, oy = int(cx - side / 2), int(cy - side / 2)
+    pad = side
+    big = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    crop = big[oy + pad: oy + pad + side, ox + pad: ox + pad + side].astype(np.float32)
+    alpha = np.zeros((side, side), np.float32)
+    c = (side / 2, side / 2)
+    cv2.ellipse(alpha, (int(c[0]), int(c[1])), (int(0.62 * fw), int(0.66 * fh)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 0.07 * fw)
+    top = crop[int(side / 2 - 0.6 * fh): int(side / 2 - 0.35 * fh), int(side / 2 - 0.3 * fw): int(side / 2 + 0.3 * fw)]
+    hair = top.reshape(-1, 3).mean(0) * 0.6 if top.size else np.array([40.0, 40.0, 50.0])
+    return Sprite(crop, alpha, np.array([x1 - ox, y1 - oy, x2 - ox, y2 - oy], np.float32), hair.astype(np.float32))
+
+
+def paste(canvas: np.ndarray, img: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
+    """Alpha-blend img (float32) onto canvas (float32) with its top-left at (x, y), clipped to the canvas."""
+    H, W = canvas.shape[:2]
+    h, w = alpha.shape
+    xa, ya, xb, yb = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if xa >= xb or ya >= yb:
+        return
+    a = alpha[ya - y: yb - y, xa - x: xb - x, None]
+    canvas[ya:yb, xa:xb] = canvas[ya:yb, xa:xb] * (1 - a) + img[ya - y: yb - y, xa - x: xb - x] * a
+
+
+# --- people and their walks -----------------------------------------------------------------------
+
+@dataclass
+class Person:
+    """One person: which still(s), where the face is per frame (keyframes), and what happens on the way."""
+
+    pid: int
+    face: dict  # index entry
+    masked: bool  # at the start
+    keys: list  # [(frame, cx, cy, face_w)], interpolated linearly in (cx, cy, 1/face_w): approach speed is physical
+    mask_on_at: Optional[int] = None  # frame where the mask goes on (pairs only); 4-frame cross-fade centred here
+    turn: Optional[tuple] = None  # (start, end) frames of a head turn away and back
+    shirt: tuple = (90, 60, 40)
+
+    @property
+    def first(self) -> int:
+        return self.keys[0][0]
+
+    @property
+    def last(self) -> int:
+        return self.keys[-1][0]
+
+    def at(self, f: int) -> tuple[float, float, float]:
+        ks = self.keys
+        for (f0, x0, y0, w0), (f1, x1, y1, w1) in zip(ks, ks[1:]):
+            if f0 <= f <= f1:
+                s = 0.0 if f1 == f0 else (f - f0) / (f1 - f0)
+                return x0 + s * (x1 - x0), y0 + s * (y1 - y0), 1.0 / ((1 - s) / w0 + s / w1)
+        raise ValueError(f"frame {f} outside person {self.pid}'s walk")
+
+    def squeeze(self, f: int) -> float:
+        """Head yaw as a width factor: 1 frontal, ->0.15 at profile, 0 = back of the head."""
+        if self.turn is None or not (self.turn[0] <= f < self.turn[1]):
+            return 1.0
+        s, e = self.turn
+        ramp = max(2, (e - s) // 4)
+        if f < s + ramp:
+            return max(0.15, math.cos((f - s + 1) / ramp * math.pi / 2))
+        if f >= e - ramp:
+            return max(0.15, math.cos((e - f) / ramp * math.pi / 2))
+        return 0.0
+
+    def mask_mix(self, f: int) -> float:
+        """0 = unmasked still, 1 = masked still."""
+        if self.mask_on_at is None:
+            return 1.0 if self.masked else 0.0
+        return float(np.clip((f - self.mask_on_at + 2) / 4.0, 0.0, 1.0))
+
+
+@dataclass
+class Spec:
+    name: str
+    seed: int
+    people: list
+    frames: int
+    fps: float = 15.0
+    blackout: Optional[tuple] = None  # (start, end) frames of a black stream
+    noise: float = 2.0  # sensor noise sigma (grey levels)
+    blur: float = 0.0  # defocus sigma (px)
+    motion_blur: int = 0  # horizontal motion blur kernel length (px)
+    flicker: float = 0.0  # brightness jitter (fraction)
+    jpeg: int = 90  # MJPG quality in the .avi
+    width: int = WIDTH
+    height: int = HEIGHT
+
+
+class FacePool:
+    """Seeded draws without repeats from the index's pools; sprites loaded lazily from the data folder."""
+
+    def __init__(self, rng: np.random.Generator, index: Optional[dict] = None, data: Optional[Path] = None):
+        self.rng = rng
+        self.index = index or load_index()
+        self.data = data or data_dir()
+        self.used: set[str] = set()
+        self._sprites: dict[str, Sprite] = {}
+
+    def pick(self, pool: str, source: Optional[str] = None) -> dict:
+        cands = [e for e in self.index["faces"] if e["pool"] == pool and e["file"] not in self.used
+                 and (source is None or e["source"] == source)]
+        if not cands:
+            raise LookupError(f"no unused faces left in pool {pool!r} (source {source!r}); rebuild the index")
+        e = cands[int(self.rng.integers(len(cands)))]
+        self.used.add(e["file"])
+        return e
+
+    def sprite(self, rel: str, box) -> Sprite:
+        if rel not in self._sprites:
+            img = cv2.imread(str(self.data / rel))
+            if img is None:
+                raise FileNotFoundError(f"{self.data / rel}: missing (set MASK_GUARD_DATA)")
+            self._sprites[rel] = make_sprite(img, box)
+        return self._sprites[rel]
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+def render(spec: Spec, pool: FacePool) -> Iterator[tuple[np.ndarray, list[dict]]]:
+    """Yield (frame BGR uint8, [per-person truth rows present in the scene]) for every frame."""
+    rng = np.random.default_rng(zlib.crc32(f"{spec.name}:{spec.seed}:render".encode()))
+    bg = corridor(rng, spec.width, spec.height).astype(np.float32)
+    people = sorted(spec.people, key=lambda p: p.keys[0][3])  # small (far) first: near people occlude
+    for f in range(spec.frames):
+        canvas = bg.copy()
+        rows = []
+        # draw far-to-near each frame: the wider face is nearer the camera
+        here = [p for p in people if p.first <= f <= p.last]
+        here.sort(key=lambda p: p.at(f)[2])
+        owner = np.zeros(canvas.shape[:2], np.int16)  # who is drawn on top where: occlusion ground truth
+        for p in here:
+            rows.append(_draw_person(canvas, p, f, pool, spec, owner))
+        for r in rows:
+            x1, y1, x2, y2 = (int(round(v)) for v in r["box"])
+            region = owner[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
+            covered = float(((region != r["id"]) & (region != 0)).mean()) if region.size else 0.0
+            if covered > 0.3 and r["state"] in ("frontal", "turned"):
+                r["state"] = "occluded"
+        if spec.flicker:
+            canvas *= 1.0 + rng.uniform(-spec.flicker, spec.flicker)
+        if spec.blur:
+            canvas = cv2.GaussianBlur(canvas, (0, 0), spec.blur)
+        if spec.motion_blur > 1:
+            k = np.zeros((1, spec.motion_blur), np.float32) + 1.0 / spec.motion_blur
+            canvas = cv2.filter2D(canvas, -1, k)
+        black = spec.blackout is not None and spec.blackout[0] <= f < spec.blackout[1]
+        if black:
+            canvas[:] = 0  # the stream went black; people keep walking meanwhile
+            for r in rows:
+                r["state"] = "blackout"
+        canvas += rng.normal(0, spec.noise, canvas.shape).astype(np.float32)
+        yield np.clip(canvas, 0, 255).astype(np.uint8), rows
+
+
+def _draw_person(canvas: np.ndarray, p: Person, f: int, pool: FacePool, spec: Spec, owner: np.ndarray) -> dict:
+    cx, cy, fw = p.at(f)
+    e = p.face
+    base = pool.sprite(e["file"], e["box"])
+    mix = p.mask_mix(f)
+    if mix > 0 and e["pool"] == "pair":
+        masked = pool.sprite(e["masked_file"], e["box"])
+        img = base.image * (1 - mix) + masked.image * mix
+    else:
+        img = base.image
+    sbox = base.box
+    scale = fw / float(sbox[2] - sbox[0])
+    sq = p.squeeze(f)
+    side = base.alpha.shape[0]
+    n = max(4, int(round(side * scale)))
+    fh = fw * float(sbox[3] - sbox[1]) / float(sbox[2] - sbox[0])
+    # torso first (a plain shape: the tracker only sees faces, the torso only makes the scene less artificial)
+    shirt_c = (int(cx), int(cy + 1.9 * fh))
+    cv2.ellipse(canvas, shirt_c, (int(1.25 * fw), int(1.1 * fh)), 0, 0, 360, [float(v) for v in p.shirt], -1, cv2.LINE_AA)
+    cv2.ellipse(owner, shirt_c, (int(1.25 * fw), int(1.1 * fh)), 0, 0, 360, p.pid, -1)
+    cv2.ellipse(owner, (int(cx), int(cy - 0.08 * fh)), (max(1, int(0.62 * fw * max(sq, 0.3))), int(0.66 * fh)),
+                0, 0, 360, p.pid, -1)
+    cv2.rectangle(canvas, (int(cx - 0.22 * fw), int(cy + 0.4 * fh)), (int(cx + 0.22 * fw), int(cy + 0.95 * fh)),
+                  [float(v) for v in 0.8 * base.image[side // 2, side // 2]], -1)
+    if sq > 0:
+        nw = max(2, int(round(n * sq)))
+        a = cv2.resize(base.alpha, (nw, n), interpolation=cv2.INTER_AREA)
+        im = cv2.resize(img, (nw, n), interpolation=cv2.INTER_AREA)
+        x0 = int(round(cx - (sbox[0] + sbox[2]) / 2 * scale * sq))
+        y0 = int(round(cy - (sbox[1] + sbox[3]) / 2 * scale))
+        paste(canvas, im, a, x0, y0)
+        box = [x0 + sbox[0] * scale * sq, y0 + sbox[1] * scale, x0 + sbox[2] * scale * sq, y0 + sbox[3] * scale]
+        state = "frontal" if sq >= 0.7 else "turned"
+    else:  # back of the head: hair-coloured textured ellipse, no face
+        a = np.zeros((n, n), np.float32)
+        cv2.ellipse(a, (n // 2, n // 2), (int(0.62 * fw), int(0.7 * fh)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        a = cv2.GaussianBlur(a, (0, 0), max(0.5, 0.05 * fw))
+        rs = np.random.default_rng(p.pid)
+        tex = cv2.resize(rs.normal(0, 14, (8, 8, 1)).astype(np.float32), (n, n))[..., None]
+        im = np.broadcast_to(base.hair, (n, n, 3)) + tex
+        x0, y0 = int(cx - n / 2), int(cy - 0.08 * fh - n / 2)
+        paste(canvas, im, a, x0, y0)
+        box = [cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2]
+        state = "away"
+    inside = box[0] >= 0 and box[1] >= 0 and box[2] <= spec.width and box[3] <= spec.height
+    if box[2] <= 0 or box[0] >= spec.width or box[3] <= 0 or box[1] >= spec.height:
+        state = "offscreen"
+    return {"id": p.pid, "box": [round(float(v), 1) for v in box], "state": state, "inside": bool(inside),
+            "masked": bool(mix >= 0.5)}
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+def _approach(rng, pid, face, masked, f0, f1, x_from, x_to, w_from=26.0, w_to=150.0, exit_to=None, **kw) -> Person:
+    """Walk towards the camera from far (small face) to near (large), then leave past the frame edge."""
+    y_from, y_to = HEIGHT * rng.uniform(0.36, 0.42), HEIGHT * rng.uniform(0.42, 0.5)
+    keys = [(f0, x_from, y_from, w_from), (f1, x_to, y_to, w_to)]
+    if exit_to is not None:  # walking past the camera: out of the side within ~0.6 s
+        keys.append((f1 + 9, exit_to, y_to + 20, w_to * 1.15))
+    shirt = tuple(int(v) for v in rng.uniform(20, 200, 3))
+    return Person(pid, face, masked, keys, shirt=shirt, **kw)
+
+
+def sc_approach_unmasked(rng, pool) -> Spec:
+    """one unmasked person approaches the camera and walks out at the side"""
+    p = _approach(rng, 1, pool.pick("unmasked", "utkface"), False, 5, 65, 300, 360, exit_to=760)
+    return Spec("approach_unmasked", 0, [p], frames=95)
+
+
+def sc_approach_masked(rng, pool) -> Spec:
+    """one masked person (MaskedFace-Net) approaches and walks out"""
+    p = _approach(rng, 1, pool.pick("masked", "maskedfacenet"), True, 5, 65, 330, 280, exit_to=-140)
+    return Spec("approach_masked", 0, [p], frames=95)
+
+
+def sc_two_at_once(rng, pool) -> Spec:
+    """two people side by side approach together: one masked, one not"""
+    a = _approach(rng, 1, pool.pick("unmasked", "utkface"), False, 5, 60, 220, 150, w_to=120, exit_to=-130)
+    b = _approach(rng, 2, pool.pick("masked", "maskedfacenet"), True, 8, 62, 420, 490, w_to=120, exit_to=780)
+    return Spec("two_at_once", 0, [a, b], frames=90)
+
+
+def sc_crossing(rng, pool) -> Spec:
+    """two unmasked people cross in front of the camera in opposite directions (one passes in front)"""
+    y = HEIGHT * 0.42
+    a = Person(1, pool.pick("unmasked", "utkface"), False, [(3, -40, y, 84), (75, 690, y + 10, 96)],
+               shirt=(40, 60, 160))
+    b = Person(2, pool.pick("unmasked", "utkface"), False, [(3, 690, y - 15, 66), (75, -40, y - 5, 72)],
+               shirt=(60, 140, 60))
+    return Spec("crossing", 0, [a, b], frames=90)
+
+
+def sc_turn_away(rng, pool) -> Spec:
+    """an unmasked person approaches, turns the head away for ~1 s, turns back, walks out"""
+    face = pool.pick("unmasked", "utkface")
+    p = Person(1, face, False, [(4, 280, 200, 40), (45, 300, 205, 90), (65, 305, 210, 100), (100, 330, 215, 150),
+                                (108, 720, 230, 170)], turn=(46, 61), shirt=(120, 80, 60))
+    return Spec("turn_away", 0, [p], frames=118)
+
+
+def sc_mask_on(rng, pool) -> Spec:
+    """a person walks in unmasked, stops and puts a mask on (same photo with a mask pasted), then stays masked"""
+    face = pool.pick("pair")
+    p = Person(1, face, False, [(4, 250, 200, 50), (35, 310, 215, 105), (130, 330, 220, 115), (140, 760, 230, 130)],
+               mask_on_at=50, shirt=(50, 50, 50))
+    return Spec("mask_on", 0, [p], frames=150)
+
+
+def sc_blackout(rng, pool) -> Spec:
+    """two people (one unmasked, one masked) walk slowly; the stream goes black for 1 s while both are in view"""
+    a = Person(1, pool.pick("unmasked", "utkface"), False, [(3, 150, 200, 60), (100, 260, 215, 95), (108, -120, 225, 105)],
+               shirt=(150, 60, 60))
+    b = Person(2, pool.pick("masked", "maskedfacenet"), True, [(3, 480, 190, 55), (100, 400, 210, 90), (108, 780, 220, 100)],
+               shirt=(60, 60, 150))
+    return Spec("blackout", 0, [a, b], frames=118, blackout=(45, 60))
+
+
+def sc_noisy(rng, pool) -> Spec:
+    """three people approach one after another under camera noise, defocus, motion blur, flicker and JPEG 50"""
+    a = _approach(rng, 1, pool.pick("unmasked", "utkface"), False, 3, 50, 250, 200, w_to=130, exit_to=-140)
+    b = _approach(rng, 2, pool.pick("masked", "maskedfacenet"), True, 30, 80, 400, 450, w_to=130, exit_to=780)
+    c = _approach(rng, 3, pool.pick("unmasked", "utkface"), False, 60, 110, 320, 320, w_to=140, exit_to=780)
+    return Spec("noisy", 0, [a, b, c], frames=130, noise=7.0, blur=1.0, motion_blur=3, flicker=0.08, jpeg=50)
+
+
+def sc_one_face_steady(rng, pool) -> Spec:
+    """one unmasked person in view the whole time, drifting slowly (the benchmark's end-to-end clip)"""
+    p = Person(1, pool.pick("unmasked", "utkface"), False, [(0, 200, 200, 85), (150, 440, 215, 100)],
+               shirt=(90, 90, 140))
+    return Spec("one_face_steady", 0, [p], frames=151)
+
+
+SCENARIOS: dict[str, Callable] = {
+    "approach_unmasked": sc_approach_unmasked,
+    "approach_masked": sc_approach_masked,
+    "two_at_once": sc_two_at_once,
+    "crossing": sc_crossing,
+    "turn_away": sc_turn_away,
+    "mask_on": sc_mask_on,
+    "blackout": sc_blackout,
+    "noisy": sc_noisy,
+    "one_face_steady": sc_one_face_steady,
+}
+
+
+def build_spec(name: str, seed: int = 0, index: Optional[dict] = None, data: Optional[Path] = None) -> tuple[Spec, FacePool]:
+    if name not in SCENARIOS:
+        raise KeyError(f"unknown clip {name!r}; known: {', '.join(SCENARIOS)}")
+    rng = np.random.default_rng(zlib.crc32(f"{name}:{seed}".encode()))
+    pool = FacePool(rng, index, data)
+    spec = SCENARIOS[name](rng, pool)
+    spec.seed = seed
+    return spec, pool
+
+
+# --- ground truth ---------------------------------------------------------------------------------
+
+def truth_of(spec: Spec, per_frame: list[list[dict]]) -> dict:
+    people = []
+    for p in spec.people:
+        rows = [(f, r) for f, rs in enumerate(per_frame) for r in rs if r["id"] == p.pid]
+        vis = [f for f, r in rows if r["state"] == "frontal" and r["inside"] and r["box"][2] - r["box"][0] >= VISIBLE_PX]
+        masked_end = bool(p.mask_mix(p.last) >= 0.5)
+        people.append({
+            "id": p.pid, "file": p.face["file"], "masked_file": p.face.get("masked_file") if p.mask_on_at else None,
+            "masked_start": bool(p.masked), "masked_end": masked_end, "mask_on_frame": p.mask_on_at,
+            "first_frame": p.first, "last_frame": p.last,
+            "first_visible": vis[0] if vis else None, "last_visible": vis[-1] if vis else None,
+            "visible_frames": len(vis),
+            # compact per-frame rows: frame, x1, y1, x2, y2, state, masked
+            "track": [[f, *r["box"], r["state"], r["masked"]] for f, r in rows],
+        })
+    n_unmasked = sum(not q["masked_end"] for q in people)
+    return {
+        "name": spec.name, "seed": spec.seed, "version": CLIP_VERSION, "fps": spec.fps,
+        "width": spec.width, "height": spec.height, "frames": spec.frames,
+        "blackout": list(spec.blackout) if spec.blackout else None,
+        "effects": {"noise": spec.noise, "blur": spec.blur, "motion_blur": spec.motion_blur,
+                    "flicker": spec.flicker, "jpeg": spec.jpeg},
+        "expect": {
+            "people": len(people),
+            "masked": len(people) - n_unmasked,
+            "unmasked": n_unmasked,
+            # every person seen without a mask is alerted once, even if the mask goes on later
+            "alerts": sum(not q["masked_start"] for q in people),
+        },
+        "people": people,
+    }
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+@dataclass
+class Clip:
+    video: Path
+    truth_path: Path
+    truth: dict = field(repr=False)
+
+    @property
+    def fps(self) -> float:
+        return float(self.truth["fps"])
+
+
+def _key(name: str, seed: int) -> str:
+    h = hashlib.sha1(f"{name}:{seed}:{CLIP_VERSION}".encode())
+    try:
+        h.update(INDEX_PATH.read_bytes())
+        h.update(Path(__file__).read_bytes())
+    except OSError:
+        pass
+    return h.hexdigest()[:10]
+
+
+def make_clip(name: str, seed: int = 0, out_dir: Optional[Path] = None, data: Optional[Path] = None,
+              force: bool = False) -> Clip:
+    """Render (or reuse from the cache) clip ``name`` as an MJPG .avi plus its ground-truth .json."""
+    out = Path(out_dir) if out_dir else cache_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}-s{seed}-{_key(name, seed)}"
+    video, tpath = stem.with_suffix(".avi"), stem.with_suffix(".json")
+    if video.exists() and tpath.exists() and not force:
+        return Clip(video, tpath, json.loads(tpath.read_text()))
+    spec, pool = build_spec(name, seed, data=data)
+    tmp = video.with_name(video.stem + ".part.avi")
+    wr = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), spec.fps, (spec.width, spec.height))
+    if not wr.isOpened():
+        raise RuntimeError(f"cannot write {tmp} with MJPG")
+    wr.set(cv2.VIDEOWRITER_PROP_QUALITY, spec.jpeg)
+    rows = []
+    for img, r in render(spec, pool):
+        wr.write(img)
+        rows.append(r)
+    wr.release()
+    truth = truth_of(spec, rows)
+    tpath.write_text(json.dumps(truth))
+    os.replace(tmp, video)
+    return Clip(video, tpath, truth)
+
+
+def read_frames(video: Path) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return
+            yield img
+    finally:
+        cap.release()
+
+
+def contact_sheet(clip: Clip, every: int = 10, cols: int = 5) -> Path:
+    """Every n-th frame with the ground-truth boxes drawn (green masked, red unmasked), as one JPEG."""
+    tiles = []
+    boxes: dict[int, list] = {}
+    for q in clip.truth["people"]:
+        for f, x1, y1, x2, y2, state, masked in q["track"]:
+            boxes.setdefault(f, []).append((q["id"], (x1, y1, x2, y2), state, masked))
+    for i, img in enumerate(read_frames(clip.video)):
+        if i % every:
+            continue
+        img = img.copy()
+        for pid, (x1, y1, x2, y2), state, masked in boxes.get(i, []):
+            col = (0, 200, 0) if masked else (0, 0, 230)
+            cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), col, 1)
+            cv2.putText(img, f"{pid} {state}", (int(x1), int(y1) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, col, 1)
+        cv2.putText(img, str(i), (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        tiles.append(cv2.resize(img, (320, 240)))
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
+    path = clip.video.with_suffix(".preview.jpg")
+    cv2.imwrite(str(path), sheet)
+    return path
+
+
+def still_frame(n_faces: int, seed: int = 0, face_px: int = 90, data: Optional[Path] = None) -> np.ndarray:
+    """A 640x480 corridor frame with n unmasked/masked faces side by side (the benchmark's 0/1/3-face frames)."""
+    rng = np.random.default_rng(1000 + seed)
+    pool = FacePool(rng, data=data)
+    xs = np.linspace(WIDTH / (n_faces + 1), WIDTH * n_faces / (n_faces + 1), n_faces) if n_faces else []
+    people = [Person(i + 1, pool.pick("unmasked" if i % 2 == 0 else "masked",
+                                      "utkface" if i % 2 == 0 else "maskedfacenet"),
+                     i % 2 == 1, [(0, float(x), HEIGHT * 0.4, float(face_px)), (1, float(x), HEIGHT * 0.4, float(face_px))])
+              for i, x in enumerate(xs)]
+    spec = Spec(f"still{n_faces}", seed, people, frames=1)
+    return next(iter(render(spec, pool)))[0]
