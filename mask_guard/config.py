@@ -84,9 +84,11 @@ class AreaConfig:
 
 @dataclass
 class TrackerConfig:
-    distance_threshold: float = _opt(0.8, "largest box distance (0..1, 1 - IoU-like) to match a face to a person",
+    distance_threshold: float = _opt(0.8, "largest box distance (0..1, reads like 1 - IoU: 0.8 allows a shift of "
+                                     "0.8 face size or a 2x size change) to match a face to a person",
                                      min=0.05, max=1.0)
-    hit_counter_max: int = _opt(15, "frames a person survives without being seen", min=1, max=1000)
+    hit_counter_max: int = _opt(40, "frames a person survives without being seen (bridges a 1 s blackout at "
+                                "25-30 fps)", min=1, max=1000)
     initialization_delay: int = _opt(2, "hits before a new person gets an id", min=0, max=100)
 
 
@@ -121,6 +123,8 @@ class ServiceConfig:
     status_interval_s: float = _opt(5.0, "how often STATUS= and the log line with fps/counts are updated",
                                     min=0.5, max=3600)
     log_level: str = _opt("INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    camera_lost_restart_s: float = _opt(120.0, "a camera down this long stops the systemd watchdog pings, so "
+                                        "systemd restarts the service", min=1, max=86400)
 
 
 @dataclass
@@ -181,7 +185,7 @@ def _build(cls, data: Any, prefix: str, errors: list[str]):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(f"{prefix or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+        errors.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {type(data).__name__}")
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
