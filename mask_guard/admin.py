@@ -145,7 +145,7 @@ def _snapshot_direct(a: argparse.Namespace, out: Path) -> int:
 
 def read_counts(cfg: Config) -> tuple[Path, dict]:
     """(file, {day: counts}) read-only: the service's file first, its backup when the main one is corrupt."""
-    from .counts import _parse, default_state_path
+    from .counts import parse_state, default_state_path
 
     if cfg.counts.state_file:
         candidates = [default_state_path(cfg.counts)]
@@ -155,7 +155,7 @@ def read_counts(cfg: Config) -> tuple[Path, dict]:
     problems = []
     for p in (path, path.with_name(path.name + ".bak")):
         try:
-            return p, _parse(p.read_text(encoding="utf-8"))
+            return p, parse_state(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue
         except PermissionError as exc:

@@ -50,7 +50,7 @@ def _bucket(decision) -> Optional[str]:
     return _BUCKET[value]
 
 
-def _parse(text: str) -> dict[str, dict[str, int]]:
+def parse_state(text: str) -> dict[str, dict[str, int]]:
     """The days of a state file; ValueError for anything that is not a valid one."""
     data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("days"), dict):
@@ -211,7 +211,7 @@ class Counts:
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"unreadable ({exc})"
         try:
-            return _parse(text), ""
+            return parse_state(text), ""
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             return None, f"corrupt ({exc})"
 
