@@ -119,6 +119,7 @@ class Pipeline:
         self.tracker = Tracker(cfg.tracker)
         self.votes = VoteBook(cfg.votes)
         self._known: set[int] = set()
+        self._last_index: Optional[int] = None
 
     def eligible(self, face: FaceResult, shape: tuple[int, int]) -> bool:
         """The street-camera rules: inside the margins, big enough, frontal."""
@@ -143,7 +144,11 @@ class Pipeline:
             boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
             scores=np.array([f.score for f in faces], np.float32),
         )
-        tracks = self.tracker.update(dets)
+        # Frames the source dropped while we were busy still count as time for the tracker, so
+        # survival and motion mean the same on a slow Pi as here. Capped: a reopened camera restarts.
+        period = 1 if self._last_index is None else min(max(frame.index - self._last_index, 1), 30)
+        self._last_index = frame.index
+        tracks = self.tracker.update(dets, period=period)
         result = FrameResult(frame=frame, faces=faces)
         for t in tracks:
             if t.id is None:
