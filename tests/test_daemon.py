@@ -5,18 +5,16 @@ set) on a small clip composed of real face photos, and reads what systemd would 
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import threading
 import time
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from mjpeg_camera import MjpegCamera
 
 import appliance_helpers as h
 from mask_guard import control
@@ -226,50 +224,12 @@ def test_a_camera_missing_at_start_is_retried_never_ready_and_stops_feeding_the_
         listener.close()
 
 
-class _Camera(BaseHTTPRequestHandler):
-    """A network camera: an endless multipart JPEG stream of the test's face frames."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        try:
-            for i in itertools.count():
-                if self.server.cut.is_set():
-                    return
-                jpg = self.server.jpegs[i % len(self.server.jpegs)]
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                 % len(jpg) + jpg + b"\r\n")
-                time.sleep(0.05)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-def _camera(jpegs, port: int = 0) -> ThreadingHTTPServer:
-    srv = ThreadingHTTPServer(("127.0.0.1", port), _Camera)
-    srv.daemon_threads = True
-    srv.cut = threading.Event()
-    srv.jpegs = jpegs
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
-
-
-def _unplug(srv: ThreadingHTTPServer) -> None:
-    srv.cut.set()
-    srv.shutdown()
-    srv.server_close()
-
-
 def test_a_camera_lost_mid_run_is_retried_and_picked_up_again_with_the_watchdog_fed_within_bounds(tmp_path, notify):
     h.need_mouth_model()
     jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in h.make_frames(20)]
-    srv = _camera(jpegs)
-    port = srv.server_address[1]
+    srv = MjpegCamera(lambda i: jpegs[i % len(jpegs)])
     cfg = h.write_config(tmp_path / "c.yaml", tmp_path,
-                         source={"uri": f"http://127.0.0.1:{port}/stream.mjpg", "retry_initial_s": 0.1,
+                         source={"uri": srv.url, "retry_initial_s": 0.1,
                                  "retry_max_s": 0.3},
                          service={"camera_lost_restart_s": 2.0})
     env = h.daemon_env(tmp_path, notify, watchdog_s=0.8)
@@ -278,7 +238,7 @@ def test_a_camera_lost_mid_run_is_retried_and_picked_up_again_with_the_watchdog_
     try:
         notify.wait_for("READY", "1", timeout=60)
         time.sleep(0.5)
-        _unplug(srv)
+        srv.unplug()
         t_cut = time.monotonic()
         h.wait_log(tmp_path / "log", "no longer feeding the watchdog", timeout=30, proc=proc)
         time.sleep(0.8)
@@ -286,7 +246,7 @@ def test_a_camera_lost_mid_run_is_retried_and_picked_up_again_with_the_watchdog_
         assert pings_down, "the watchdog is fed while the camera is down for less than camera_lost_restart_s"
         assert max(pings_down) < time.monotonic() - 0.7, "then the pings stop"
         assert status(tmp_path)["state"] == "camera_lost"
-        srv = _camera(jpegs, port)  # plugged back in
+        srv = srv.replug()  # plugged back in
         log = h.wait_log(tmp_path / "log", "frames flowing again", timeout=30, proc=proc)
         t_back = time.monotonic()
         notify.wait_for("WATCHDOG", "1", timeout=5, after=t_back - 0.5)
@@ -296,7 +256,7 @@ def test_a_camera_lost_mid_run_is_retried_and_picked_up_again_with_the_watchdog_
     finally:
         if proc.poll() is None:
             proc.kill()
-        _unplug(srv)
+        srv.unplug()
     assert proc.returncode == 0 and elapsed < 2.0
 
 

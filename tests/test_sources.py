@@ -6,11 +6,11 @@ import logging
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 import numpy as np
 import pytest
+from mjpeg_camera import MjpegCamera
 
 from mask_guard.config import SourceConfig
 from mask_guard.sources import (ArraySource, IteratorSource, OrderedSource, SourceError, normalize_image,
@@ -225,42 +225,6 @@ def test_missing_webcam_is_retried_with_doubling_backoff_and_one_log_line(caplog
     assert stats["last_error"] and stats["reconnects"] == 0
 
 
-class _MJPEGHandler(BaseHTTPRequestHandler):
-    """A network camera: an endless multipart JPEG stream over HTTP."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        try:
-            for i in itertools.count():
-                if self.server.cut.is_set():
-                    return
-                _, jpg = cv2.imencode(".jpg", numbered(i))
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                 % len(jpg) + jpg.tobytes() + b"\r\n")
-                time.sleep(0.02)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-def _camera_server(port: int = 0) -> ThreadingHTTPServer:
-    srv = ThreadingHTTPServer(("127.0.0.1", port), _MJPEGHandler)
-    srv.daemon_threads = True
-    srv.cut = threading.Event()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
-
-
-def _stop(srv: ThreadingHTTPServer) -> None:
-    srv.cut.set()
-    srv.shutdown()
-    srv.server_close()
-
-
 def _wait_for(cond, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -273,28 +237,27 @@ def _wait_for(cond, timeout: float) -> bool:
 def test_network_camera_that_drops_out_is_reopened_with_one_lost_and_one_back_line(caplog, monkeypatch):
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "probesize;32|analyzeduration;0")  # open fast
     caplog.set_level(logging.INFO, logger="mask_guard")
-    srv = _camera_server()
-    port = srv.server_address[1]
-    src = open_source(SourceConfig(uri=f"http://127.0.0.1:{port}/stream.mjpg", retry_initial_s=0.05,
+    srv = MjpegCamera(lambda i: cv2.imencode(".jpg", numbered(i))[1].tobytes(), period=0.02)
+    src = open_source(SourceConfig(uri=srv.url, retry_initial_s=0.05,
                                    retry_max_s=0.2))
     try:
         before = [src.read(timeout=10.0) for _ in range(3)]
         assert all(f is not None for f in before) and src.healthy
-        _stop(srv)  # the camera goes away
+        srv.unplug()  # the camera goes away
         assert _wait_for(lambda: not src.healthy, 10.0)
         time.sleep(0.6)  # several failed reopen attempts
         src.read(timeout=0.0)  # drain a frame grabbed just before the cut, if any
         t0 = time.monotonic()
         assert src.read(timeout=0.3) is None  # down: read times out, no exception
         assert time.monotonic() - t0 >= 0.29
-        srv = _camera_server(port)  # and comes back
+        srv = srv.replug()  # and comes back
         after = src.read(timeout=10.0)
         assert after is not None and src.healthy
         assert after.index > before[-1].index
         stats = src.stats()
     finally:
         src.close()
-        _stop(srv)
+        srv.unplug()
     messages = [r.getMessage() for r in caplog.records if r.name == "mask_guard.cameras"]
     assert sum("lost" in m for m in messages) == 1, messages
     assert sum(" back after " in m for m in messages) == 1, messages
