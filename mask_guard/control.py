@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -111,7 +112,7 @@ class ControlServer:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         s.bind(str(self.path))
         os.chmod(self.path, self.mode)
-        s.listen(16)
+        s.listen(64)
         s.settimeout(0.25)  # so close() is noticed quickly
         self._sock = s
         self._inode = self.path.stat().st_ino
@@ -194,10 +195,19 @@ def request(path: Path, cmd: str, timeout: float = 10.0, **args) -> tuple[dict, 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
     try:
-        try:
-            s.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NotRunning(f"no mask-guard service at {path} ({exc.strerror})") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise NotRunning(f"no mask-guard service at {path} ({exc.strerror})") from exc
+            except BlockingIOError:
+                # A Unix socket's backlog is full (many clients at once): it refuses with EAGAIN
+                # instead of waiting, so wait here.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         buf = b""
         while b"\n" not in buf:
