@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Build the mouth/nose training set from ../shared/data (or $MASK_GUARD_DATA / --data).
+
+Two steps, both resumable and cached under .cache/mouth/ (never in git):
+
+  detect  run MTCNN (the project's mask_guard.faces; the reference ``mtcnn`` package only as a
+          stand-in while it is missing) on every face image -> faces_<backend>.jsonl
+  build   pick the face, derive labels, cut crops with mask_guard.mouths.face_crop -> dataset.npz,
+          and report how the automatic boxes agree with the 68-point landmarks (landmark_check.json)
+
+Labels per source (the brief's rules): unmasked -> mouth + nose; correctly masked -> none;
+MaskedFace-Net "nose uncovered" -> nose only; "mask on chin" -> mouth + nose. udacity68 faces use
+their 68-point lip (48-59) and lower-nose (29-35) points; the others use MTCNN landmarks through
+a rule fitted on udacity68's training identities. Splits are by identity / source image group.
+
+To train on your own data, add rows to SOURCES (folder, label rule, grouping) and rerun both steps.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mouth_common import (CACHE, CTX_FACTOR, CTX_SIZE, INPUT_SIZE, FaceFinder, chandrikadeb7_group,  # noqa: E402
+                          data_root, split_of)
+
+from mask_guard.mouths import crop_window, face_crop  # noqa: E402
+
+# (folder under data root, label kind) ; label kinds: both, none, nose, rmfd (all faces, none)
+SOURCES = [
+    ("faces/maskedfacenet", None),  # kind from the label column
+    ("faces/chandrikadeb7", None),
+    ("faces/prajnasb", None),
+    ("landmarks/udacity68", "both"),
+    ("faces/rmfd", "rmfd"),
+    ("faces/utkface", "both"),
+]
+KIND_BY_LABEL = {
+    "with_mask": "none", "without_mask": "both",
+    "correct_mask__mouth_covered": "none",
+    "incorrect_chin_uncovered__mouth_covered": "none",
+    "incorrect_nose_uncovered__mouth_covered": "nose",
+    "incorrect_mask_on_chin__mouth_and_nose_visible": "both",
+}
+MIN_SCORE = 0.85  # a face we give mouth/nose boxes must be a confident one; masked faces take any
+
+
+def rows_of(folder: str) -> list[dict]:
+    root = data_root() / folder
+    if folder == "landmarks/udacity68":
+        with open(root / "landmarks.csv") as f:
+            return [dict(r, label="without_mask", note=r["split"]) for r in csv.DictReader(f)]
+    with open(root / "manifest.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def group_and_split(folder: str, row: dict) -> tuple[str, str]:
+    name, note = Path(row["file"]).name, row.get("note", "")
+    if folder == "landmarks/udacity68":
+        person = name.rsplit("_", 1)[0]
+        return "udacity68:" + person, ("val" if row["split"] == "test" else "train")
+    if folder == "faces/prajnasb" or note.startswith("same_as_prajnasb"):
+        return "prajnasb-sources", "train"  # synthetic masks on these very faces: one split
+    if folder == "faces/chandrikadeb7":
+        g = "chandrikadeb7:" + chandrikadeb7_group(name)
+    elif folder == "faces/rmfd":
+        g = "rmfd:" + note
+    elif folder == "faces/maskedfacenet":
+        g = "ffhq:" + name.split("_")[0]
+    else:
+        g = f"{folder}:{name}"  # UTKFace gives no identity: one group per photo
+    return g, split_of(g)
+
+
+# --- step 1: faces ---------------------------------------------------------------------------------
+
+def detect(args) -> None:
+    finder = FaceFinder(backend=args.backend)
+    out = CACHE / f"faces_{finder.backend}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        with open(out) as f:
+            done = {json.loads(line)["key"] for line in f if line.strip()}
+    print(f"backend={finder.backend} out={out} already={len(done)}", flush=True)
+    t0, n = time.time(), 0
+    with open(out, "a") as fout:
+        for folder, _ in SOURCES:
+            rows = rows_of(folder)
+            if args.limit:
+                rows = rows[:args.limit]
+            for row in rows:
+                key = f"{folder}/{row['file']}"
+                if key in done:
+                    continue
+                done.add(key)
+                img = cv2.imread(str(data_root() / key))
+                if img is None:
+                    continue
+                rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+                dets, pad = finder.detect(rgb), 0
+                if len(dets) == 0 and folder != "faces/rmfd":
+                    # tight face photos: MTCNN needs some frame around a face that fills the picture
+                    pad = int(0.25 * max(rgb.shape[:2]))
+                    dets = finder.detect(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0))
+                    if len(dets):
+                        dets.boxes -= pad
+                        dets.landmarks -= pad
+                rec = {"key": key, "w": rgb.shape[1], "h": rgb.shape[0], "pad": pad, "faces": [
+                    {"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
+                     "lm": [[round(float(v), 2) for v in p] for p in lm]}
+                    for b, s, lm in zip(dets.boxes, dets.scores, dets.landmarks)]}
+                fout.write(json.dumps(rec) + "\n")
+                n += 1
+                if n % 200 == 0:
+                    fout.flush()
+                    print(f"{n} images {time.time() - t0:.0f}s ({key})", flush=True)
+    print(f"done {n} images in {time.time() - t0:.0f}s", flush=True)
+
+
+# --- step 2: labels --------------------------------------------------------------------------------
+
+def box68(pts: np.ndarray, which: str) -> np.ndarray:
+    """Mouth (outer lips 48-59) or lower nose (29-35: lower bridge, tip, nostrils) box, 8% margin."""
+    idx = range(48, 60) if which == "mouth" else range(29, 36)
+    p = pts[list(idx)]
+    x1, y1 = p.min(0)
+    x2, y2 = p.max(0)
+    mx, my = 0.08 * (x2 - x1), 0.08 * (y2 - y1)
+    return np.array([x1 - mx, y1 - my, x2 + mx, y2 + my], np.float32)
+
+
+def lm_frame(lm: np.ndarray):
+    """Anchor points and scale of MTCNN landmarks: mouth centre, nose, mouth width, eye-mouth distance."""
+    eyes, nose, ml, mr = (lm[0] + lm[1]) / 2, lm[2], lm[3], lm[4]
+    mc = (ml + mr) / 2
+    return mc, nose, float(np.linalg.norm(mr - ml)), max(float(np.linalg.norm(mc - eyes)), 1.0)
+
+
+def fit_rule(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Median offsets/ratios from MTCNN landmarks to the 68-point boxes (training identities only)."""
+    m, n = [], []
+    for lm, pts in pairs:
+        mc, nose, wm, d = lm_frame(lm)
+        bm, bn = box68(pts, "mouth"), box68(pts, "nose")
+        m.append([((bm[0] + bm[2]) / 2 - mc[0]) / d, ((bm[1] + bm[3]) / 2 - mc[1]) / d,
+                  (bm[2] - bm[0]) / max(wm, 1.0), (bm[3] - bm[1]) / d])
+        n.append([((bn[0] + bn[2]) / 2 - nose[0]) / d, ((bn[1] + bn[3]) / 2 - nose[1]) / d,
+                  (bn[2] - bn[0]) / d, (bn[3] - bn[1]) / d])
+    med = lambda a: [round(float(v), 4) for v in np.median(np.array(a), 0)]  # noqa: E731
+    return {"mouth": med(m), "nose": med(n)}
+
+
+def rule_boxes(lm: np.ndarray, rule: dict) -> tuple[np.ndarray, np.ndarray]:
+    mc, nose, wm, d = lm_frame(lm)
+    ox, oy, kw, kh = rule["mouth"]
+    cx, cy, w, h = mc[0] + ox * d, mc[1] + oy * d, kw * max(wm, 1.0), kh * d
+    mouth = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32)
+    ox, oy, kw, kh = rule["nose"]
+    cx, cy, w, h = nose[0] + ox * d, nose[1] + oy * d, kw * d, kh * d
+    return mouth, np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-9)
+
+
+def pick_face(faces: list[dict], kind: str) -> list[dict]:
+    if kind == "rmfd":
+        return [f for f in faces if f["score"] >= MIN_SCORE and f["box"][2] - f["box"][0] >= 16]
+    good = [f for f in faces if f["score"] >= (MIN_SCORE if kind != "none" else 0.0)]
+    if not good:
+        return []
+    return [max(good, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))]
+
+
+def to_crop(box_img: np.ndarray, window: tuple[int, int, int]) -> np.ndarray:
+    x0, y0, side = window
+    return (box_img - np.array([x0, y0, x0, y0], np.float32)) / side
+
+
+def build(args) -> None:
+    src = CACHE / f"faces_{args.backend}.jsonl"
+    recs = {}
+    with open(src) as f:
+        for line in f:
+            r = json.loads(line)
+            recs[r["key"]] = r
+    print(f"{len(recs)} detection records from {src}")
+    meta_rows = {f"{folder}/{row['file']}": (folder, kind, row) for folder, kind in SOURCES for row in rows_of(folder)}
+
+    # 1. fit the landmark rule on udacity68 training identities, check it on the test identities
+    pairs = {"train": [], "val": []}
+    for key, (folder, kind, row) in meta_rows.items():
+        if folder != "landmarks/udacity68" or key not in recs:
+            continue
+        faces = pick_face(recs[key]["faces"], "both")
+        if not faces:
+            continue
+        pts = np.array([[float(row[f"x{i}"]), float(row[f"y{i}"])] for i in range(68)], np.float32)
+        pairs[group_and_split(folder, row)[1]].append((np.array(faces[0]["lm"], np.float32), pts))
+    rule = fit_rule(pairs["train"])
+    check = {"rule": rule, "backend": args.backend}
+    for split, pr in pairs.items():
+        ious = {"mouth": [], "nose": []}
+        for lm, pts in pr:
+            bm, bn = rule_boxes(lm, rule)
+            ious["mouth"].append(iou(bm, box68(pts, "mouth")))
+            ious["nose"].append(iou(bn, box68(pts, "nose")))
+        check[split] = {k: {"n": len(v), "mean_iou": round(float(np.mean(v)), 3),
+                            "median_iou": round(float(np.median(v)), 3),
+                            "iou>=0.5": round(float(np.mean(np.array(v) >= 0.5)), 3),
+                            "iou>=0.3": round(float(np.mean(np.array(v) >= 0.3)), 3)} for k, v in ious.items()}
+    print(json.dumps(check, indent=1))
+    (CACHE / "landmark_check.json").write_text(json.dumps(check, indent=1))
+
+    # 2. crops and labels
+    ctx, exact, lab_ctx, lab_exact, meta = [], [], [], [], []
+    found = {}
+    for key, (folder, kind, row) in meta_rows.items():
+        kind = kind or KIND_BY_LABEL[row["label"]]
+        rec = recs.get(key)
+        stat = found.setdefault(f"{folder}:{row['label']}", [0, 0])
+        stat[1] += 1
+        if rec is None:
+            continue
+        faces = pick_face(rec["faces"], kind)
+        if not faces:
+            continue
+        stat[0] += 1
+        img = cv2.imread(str(data_root() / key))
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        group, split = group_and_split(folder, row)
+        for fi, face in enumerate(faces):
+            box = np.array(face["box"], np.float32)
+            lm = np.array(face["lm"], np.float32)
+            mouth = nose = None
+            if kind in ("both", "nose"):
+                if folder == "landmarks/udacity68":
+                    pts = np.array([[float(row[f"x{i}"]), float(row[f"y{i}"])] for i in range(68)], np.float32)
+                    mouth, nose = box68(pts, "mouth"), box68(pts, "nose")
+                else:
+                    mouth, nose = rule_boxes(lm, rule)
+                if kind == "nose":
+                    mouth = None
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            big = np.array([cx, cy, cx, cy]) + (box - np.array([cx, cy, cx, cy])) * CTX_FACTOR
+            w_exact, w_ctx = crop_window(box), crop_window(big)
+            exact.append(face_crop(rgb, box, INPUT_SIZE))
+            ctx.append(face_crop(rgb, big, CTX_SIZE))
+            le, lc = np.full((2, 4), np.nan, np.float32), np.full((2, 4), np.nan, np.float32)
+            for ci, b in enumerate((mouth, nose)):
+                if b is not None:
+                    le[ci], lc[ci] = to_crop(b, w_exact), to_crop(b, w_ctx)
+            lab_exact.append(le)
+            lab_ctx.append(lc)
+            meta.append({"key": key, "face": fi, "source": folder.split("/")[-1], "label": row["label"],
+                         "kind": kind, "group": group, "split": split, "note": row.get("note", ""),
+                         "face_w": round(float(box[2] - box[0]), 1)})
+        if len(meta) % 1000 == 0:
+            print(f"{len(meta)} crops", flush=True)
+    out = CACHE / "dataset.npz"
+    np.savez(out, ctx=np.stack(ctx), exact=np.stack(exact), lab_ctx=np.stack(lab_ctx), lab_exact=np.stack(lab_exact))
+    (CACHE / "dataset_meta.json").write_text(json.dumps({"backend": args.backend, "rule": rule, "rows": meta}))
+    rate = {k: {"found": v[0], "images": v[1], "rate": round(v[0] / max(v[1], 1), 3)} for k, v in found.items()}
+    (CACHE / "mtcnn_found.json").write_text(json.dumps(rate, indent=1))
+    print(json.dumps(rate, indent=1))
+    for split in ("train", "val"):
+        sel = [m for m in meta if m["split"] == split]
+        kinds = {k: sum(1 for m in sel if m["kind"] == k) for k in ("both", "nose", "none", "rmfd")}
+        print(split, len(sel), kinds)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["detect", "build"])
+    ap.add_argument("--backend", default="auto", help="detect: auto|project|mtcnn; build: which faces_*.jsonl")
+    ap.add_argument("--limit", type=int, default=0, help="detect: images per source (0 = all)")
+    args = ap.parse_args()
+    if args.step == "build" and args.backend == "auto":
+        args.backend = "project" if (CACHE / "faces_project.jsonl").exists() else "mtcnn"
+    detect(args) if args.step == "detect" else build(args)
+
+
+if __name__ == "__main__":
+    main()

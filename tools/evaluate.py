@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Measure the daemon's single-frame path on an annotated scene folder (PASCAL VOC).
+
+Runs ``python -m mask_guard.cli detect --json`` once over every image (the daemon's own code:
+MTCNN -> face crop -> mouth/nose model -> verdict), matches its faces to the annotated ones
+(IoU >= --iou, one to one, best IoU first) and reports, for annotated face widths all / >= 24 / >= 40 px:
+
+* face recall per class (with_mask, without_mask, with_incorrect_mask): MTCNN found the face;
+* alarm recall: without_mask faces found *and* called no_mask (over all without_mask faces);
+* false alarms: with_mask faces called no_mask (over all with_mask faces), and no_mask calls on
+  detections matching no annotated face, per 100 images (bucketed by the detection's width);
+* how with_incorrect_mask faces were called; ms per image (the CLI's own figure).
+
+    .venv/bin/python tools/evaluate.py ../shared/data/scenes/ilc2021 [--config c.yaml] [--json out.json]
+        [--sheet models/mouth_nose_worst_errors.jpg] [--markdown]
+
+The folder needs images/*.jpg and annotations/<same stem>.xml (classes as above).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ("without_mask", "with_mask", "with_incorrect_mask")
+VERDICTS = ("no_mask", "mask_below_nose", "mask", "unsure")
+BUCKETS = (("all", 0), (">=24px", 24), (">=40px", 40))
+
+
+def read_voc(path: Path) -> list[tuple[str, np.ndarray]]:
+    root = ET.parse(path).getroot()
+    out = []
+    for obj in root.iter("object"):
+        b = obj.find("bndbox")
+        box = np.array([float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")], np.float32)
+        out.append((obj.find("name").text.strip(), box))
+    return out
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def match(gt: np.ndarray, det: np.ndarray, thr: float) -> dict[int, int]:
+    """Greedy one-to-one matching by IoU: {gt index: det index}."""
+    m = iou_matrix(gt, det)
+    pairs = sorted(((m[i, j], i, j) for i in range(m.shape[0]) for j in range(m.shape[1]) if m[i, j] >= thr),
+                   reverse=True)
+    out, used = {}, set()
+    for _, i, j in pairs:
+        if i not in out and j not in used:
+            out[i] = j
+            used.add(j)
+    return out
+
+
+def run_cli(images: list[Path], config: str | None) -> dict[str, dict]:
+    cmd = [sys.executable, "-m", "mask_guard.cli", "detect", "--json"]
+    if config:
+        cmd += ["--config", config]
+    res = subprocess.run(cmd + [str(p) for p in images], cwd=ROOT, capture_output=True, text=True)
+    if res.returncode not in (0,) and not res.stdout:
+        raise SystemExit(f"mask-guard detect failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    out = {}
+    for line in res.stdout.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "image" in rec:
+            out[os.path.abspath(rec["image"])] = rec
+    return out
+
+
+def evaluate(folder: Path, results: dict[str, dict], iou_thr: float):
+    """One row per annotated face and per unmatched detection."""
+    faces, extras, ms = [], [], []
+    for xml in sorted((folder / "annotations").glob("*.xml")):
+        img = folder / "images" / (xml.stem + ".jpg")
+        rec = results.get(os.path.abspath(img))
+        if rec is None or "error" in rec:
+            print(f"warning: {img}: {rec.get('error') if rec else 'no result'}", file=sys.stderr)
+            continue
+        ms.append(rec["ms"])
+        gt = read_voc(xml)
+        gt_boxes = np.array([b for _, b in gt], np.float32).reshape(-1, 4)
+        dets = rec["faces"]
+        det_boxes = np.array([d["box"] for d in dets], np.float32).reshape(-1, 4)
+        m = match(gt_boxes, det_boxes, iou_thr)
+        for i, (name, box) in enumerate(gt):
+            d = dets[m[i]] if i in m else None
+            faces.append({"image": str(img), "cls": name, "box": box.tolist(), "w": float(box[2] - box[0]),
+                          "found": d is not None, "verdict": d["verdict"] if d else None,
+                          "mouth": d["mouth"] if d else None, "nose": d["nose"] if d else None,
+                          "det_box": d["box"] if d else None})
+        matched = set(m.values())
+        for j, d in enumerate(dets):
+            if j not in matched:
+                extras.append({"image": str(img), "w": d["box"][2] - d["box"][0], **d})
+    return faces, extras, ms
+
+
+def summarize(faces: list[dict], extras: list[dict], ms: list[float]) -> dict:
+    n_img = len(ms)
+    out = {"images": n_img, "ms_per_image_mean": round(float(np.mean(ms)), 1) if ms else None,
+           "ms_per_image_median": round(float(np.median(ms)), 1) if ms else None, "buckets": {}}
+    for name, lo in BUCKETS:
+        sel = [f for f in faces if f["w"] >= lo]
+        b = {}
+        for c in CLASSES:
+            fc = [f for f in sel if f["cls"] == c]
+            found = [f for f in fc if f["found"]]
+            b[c] = {"n": len(fc), "face_recall": round(len(found) / max(len(fc), 1), 4),
+                    "calls": {v: sum(1 for f in found if f["verdict"] == v) for v in VERDICTS}}
+        nm, wm = b["without_mask"], b["with_mask"]
+        b["alarm_recall"] = round(nm["calls"]["no_mask"] / max(nm["n"], 1), 4)
+        b["alarm_recall_of_found"] = round(nm["calls"]["no_mask"] / max(sum(nm["calls"].values()), 1), 4)
+        b["false_alarm_masked"] = round(wm["calls"]["no_mask"] / max(wm["n"], 1), 4)
+        b["false_alarm_masked_of_found"] = round(wm["calls"]["no_mask"] / max(sum(wm["calls"].values()), 1), 4)
+        ex = [e for e in extras if e["w"] >= lo]
+        b["unmatched_detections"] = len(ex)
+        b["no_mask_on_non_faces_per_100_images"] = round(100 * sum(e["verdict"] == "no_mask" for e in ex) / max(n_img, 1), 2)
+        out["buckets"][name] = b
+    return out
+
+
+def markdown(s: dict) -> str:
+    cols = [n for n, _ in BUCKETS]
+    rows = [("faces without_mask (n)", lambda b: b["without_mask"]["n"]),
+            ("faces with_mask (n)", lambda b: b["with_mask"]["n"]),
+            ("faces with_incorrect_mask (n)", lambda b: b["with_incorrect_mask"]["n"]),
+            ("face recall without_mask", lambda b: f"{b['without_mask']['face_recall']:.1%}"),
+            ("face recall with_mask", lambda b: f"{b['with_mask']['face_recall']:.1%}"),
+            ("face recall with_incorrect_mask", lambda b: f"{b['with_incorrect_mask']['face_recall']:.1%}"),
+            ("**alarm recall** (no_mask / all unmasked)", lambda b: f"**{b['alarm_recall']:.1%}**"),
+            ("alarm recall of found unmasked faces", lambda b: f"{b['alarm_recall_of_found']:.1%}"),
+            ("**false alarms on masked** (no_mask / all masked)", lambda b: f"**{b['false_alarm_masked']:.1%}**"),
+            ("false alarms of found masked faces", lambda b: f"{b['false_alarm_masked_of_found']:.1%}"),
+            ("no_mask on non-faces per 100 images", lambda b: b["no_mask_on_non_faces_per_100_images"]),
+            ("with_incorrect_mask calls no_mask/below_nose/mask/unsure",
+             lambda b: "/".join(str(b["with_incorrect_mask"]["calls"][v]) for v in VERDICTS)),
+            ("without_mask calls no_mask/below_nose/mask/unsure",
+             lambda b: "/".join(str(b["without_mask"]["calls"][v]) for v in VERDICTS)),
+            ("with_mask calls no_mask/below_nose/mask/unsure",
+             lambda b: "/".join(str(b["with_mask"]["calls"][v]) for v in VERDICTS))]
+    lines = ["| face width | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for label, f in rows:
+        lines.append(f"| {label} | " + " | ".join(str(f(s["buckets"][c])) for c in cols) + " |")
+    lines.append(f"\n{s['images']} images, {s['ms_per_image_mean']} ms per image (mean), "
+                 f"{s['ms_per_image_median']} ms (median), CLI `detect --json`, this machine.")
+    return "\n".join(lines)
+
+
+def contact_sheet(faces: list[dict], path: Path, n: int = 16, size: int = 80, min_w: float = 24) -> None:
+    """Worst errors among faces >= min_w: missed alarms (lowest mouth score) and false alarms (highest)."""
+    import cv2
+
+    from mask_guard.mouths import face_crop
+
+    miss = sorted([f for f in faces if f["cls"] == "without_mask" and f["found"] and f["verdict"] != "no_mask"
+                   and f["w"] >= min_w], key=lambda f: f["mouth"])[:n]
+    fa = sorted([f for f in faces if f["cls"] == "with_mask" and f["found"] and f["verdict"] == "no_mask"
+                 and f["w"] >= min_w], key=lambda f: -f["mouth"])[:n]
+    rows = []
+    for title, group, colour in (("missed alarm", miss, (0, 0, 255)), ("false alarm", fa, (0, 160, 255))):
+        tiles = []
+        for f in group:
+            img = cv2.imread(f["image"])
+            crop = face_crop(img, f["det_box"], size)  # same crop geometry as the detector's input
+            tile = cv2.copyMakeBorder(crop, 0, 14, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+            cv2.putText(tile, f"m{f['mouth']:.2f} n{f['nose']:.2f}", (2, size + 11), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.33, colour, 1, cv2.LINE_AA)
+            tiles.append(tile)
+        while len(tiles) < n:
+            tiles.append(np.full((size + 14, size, 3), 255, np.uint8))
+        head = np.full((16, size * n, 3), 255, np.uint8)
+        cv2.putText(head, f"{title} ({len(group)} worst shown; faces >= {min_w:.0f} px)", (4, 12),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        rows += [head, np.hstack(tiles)]
+    cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "scenes" / "ilc2021"))
+    ap.add_argument("--config", help="mask-guard config file (e.g. MTCNN or threshold settings)")
+    ap.add_argument("--iou", type=float, default=0.3)
+    ap.add_argument("--limit", type=int, default=0, help="first N images only")
+    ap.add_argument("--json", help="write the summary (and every face row) here")
+    ap.add_argument("--sheet", help="contact sheet of the worst errors (JPEG)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--reuse", help="rescore a --json file from an earlier run instead of running the CLI")
+    args = ap.parse_args()
+
+    folder = Path(args.folder)
+    if args.reuse:
+        prev = json.loads(Path(args.reuse).read_text())
+        results = prev["cli"]
+    else:
+        images = sorted((folder / "images").glob("*.jpg"))
+        if args.limit:
+            images = images[:args.limit]
+        results = run_cli(images, args.config)
+    faces, extras, ms = evaluate(folder, results, args.iou)
+    s = summarize(faces, extras, ms)
+    print(markdown(s) if args.markdown else json.dumps(s, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": s, "faces": faces, "extras": extras, "cli": results}))
+    if args.sheet:
+        contact_sheet(faces, Path(args.sheet))
+
+
+if __name__ == "__main__":
+    main()
