@@ -69,6 +69,8 @@ class MouthsConfig:
     nose_on: float = _opt(0.75, "nose score >= this (mouth covered): mask_below_nose", min=0.0, max=1.0)
     nose_off: float = _opt(0.38, "nose score < this: nose covered", min=0.0, max=1.0)
     num_threads: int = _opt(1, "TFLite threads for the mouth model", min=1, max=16)
+    flip_tta: str = _opt("off", "also score each face crop mirrored (same batch, ~0.6 ms more per face) and "
+                         "combine the two scores", choices=["off", "mean", "max"])
 
 
 @dataclass

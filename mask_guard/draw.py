@@ -26,6 +26,7 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple) -> None:
     scale = max(0.4, min(img.shape[1] / 1280, 1.2))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     y = max(th + base + 2, y)
+    x = max(0, min(x, img.shape[1] - tw - 4))  # keep labels of faces at the edge readable
     cv2.rectangle(img, (x, y - th - base - 2), (x + tw + 4, y), colour, -1)
     cv2.putText(img, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 

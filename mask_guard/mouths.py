@@ -207,10 +207,28 @@ class MouthDetector:
             return np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
         return np.stack([face_crop(image_rgb, b, self.input_size) for b in faces.boxes])
 
+    def score_crops(self, crops: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` float32 [mouth, nose] of model-size crops, with ``cfg.flip_tta`` applied.
+
+        Flip TTA scores each crop and its mirror image in the same batch (mouths and noses are symmetric,
+        the model's errors are not quite) and combines the two by mean or max."""
+        crops = np.asarray(crops).reshape(-1, self.input_size, self.input_size, 3)
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, 2), np.float32)
+        mode = getattr(self.cfg, "flip_tta", "off")
+        if mode != "off":
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        # the best box's score survives NMS unchanged, so the per-class maximum is the answer
+        s = self.raw(crops)[1].max(axis=1).astype(np.float32)
+        if mode == "mean":
+            return (s[:n] + s[n:]) * np.float32(0.5)
+        if mode == "max":
+            return np.maximum(s[:n], s[n:])
+        return s
+
     def score_faces(self, image_rgb: np.ndarray, faces: Detections) -> np.ndarray:
         """``(N, 2)`` float32: [best mouth confidence, best nose confidence] per face (0 if none)."""
         if len(faces) == 0:
             return np.zeros((0, 2), np.float32)
-        _, scores = self.raw(self.crops(image_rgb, faces))
-        # the best box's score survives NMS unchanged, so the per-class maximum is the answer
-        return scores.max(axis=1).astype(np.float32)
+        return self.score_crops(self.crops(image_rgb, faces))

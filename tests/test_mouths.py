@@ -215,3 +215,45 @@ def test_no_faces_gives_an_empty_score_table():
     det = model("mouth_nose.tflite")
     s = det.score_faces(np.zeros((50, 50, 3), np.uint8), Detections.empty())
     assert s.shape == (0, 2)
+
+
+# --- flip test-time augmentation (mouths.flip_tta) ------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_flip_tta_gives_the_same_verdicts_on_the_test_faces(mode, faces_of):
+    plain = MouthDetector(MouthsConfig(flip_tta="off"), MODELS / "mouth_nose.tflite")
+    cfg = MouthsConfig(flip_tta=mode)
+    tta = MouthDetector(cfg, MODELS / "mouth_nose.tflite")
+    for rel in UNMASKED + MASKED:
+        img = rgb(rel)
+        face = faces_of(img)
+        want = Verdict.NO_MASK if rel in UNMASKED else Verdict.MASK
+        assert verdict(*tta.score_faces(img, face)[0], cfg) is want, rel
+        assert verdict(*plain.score_faces(img, face)[0], cfg) is want, rel
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_flip_tta_scores_are_symmetric_for_a_mirrored_crop_and_combine_both_views(mode, faces_of):
+    plain = MouthDetector(MouthsConfig(flip_tta="off"), MODELS / "mouth_nose.tflite")
+    tta = MouthDetector(MouthsConfig(flip_tta=mode), MODELS / "mouth_nose.tflite")
+    img = rgb(UNMASKED[1])
+    crop = face_crop(img, faces_of(img).boxes[0], tta.input_size)
+    mirror = crop[:, ::-1]
+    s, s_mirror = tta.score_crops(crop[None]), tta.score_crops(mirror[None])
+    np.testing.assert_allclose(s, s_mirror, atol=1e-6)
+    a, b = plain.score_crops(crop[None]), plain.score_crops(mirror[None])
+    want = (a + b) / 2 if mode == "mean" else np.maximum(a, b)
+    np.testing.assert_allclose(s, want, atol=1e-6)
+
+
+def test_flip_tta_off_is_the_plain_score_and_bad_modes_are_refused(faces_of):
+    from mask_guard.config import ConfigError
+
+    assert MouthsConfig().flip_tta in ("off", "mean", "max")
+    off = MouthDetector(MouthsConfig(flip_tta="off"), MODELS / "mouth_nose.tflite")
+    img = rgb(MASKED[0])
+    crop = face_crop(img, faces_of(img).boxes[0], off.input_size)
+    np.testing.assert_allclose(off.score_crops(crop[None]), off.raw(crop[None])[1].max(axis=1), atol=1e-6)
+    assert off.score_crops(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 2)
+    with pytest.raises(ConfigError, match="flip_tta"):
+        config_from_dict({"mouths": {"flip_tta": "sometimes"}})

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--weights", default="best")
     ap.add_argument("--default", choices=["int8", "float32"], default="int8")
     ap.add_argument("--calib", type=int, default=400, help="training crops for int8 calibration")
+    ap.add_argument("--out", default=str(MODELS), help="folder for the .tflite files and export report "
+                    "(a candidate goes elsewhere first; copy into models/ once it measures better)")
     args = ap.parse_args()
 
     import tensorflow as tf
@@ -69,7 +71,8 @@ def main() -> None:
 
     # batch stays dynamic (MouthDetector batches a frame's faces); weights become constants: a model with resource variables would need READ_VARIABLE at run time
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    MODELS.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for kind in ("float32", "int8"):
         conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
@@ -79,18 +82,18 @@ def main() -> None:
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-        p = MODELS / f"mouth_nose_{kind}.tflite"
+        p = out / f"mouth_nose_{kind}.tflite"
         p.write_bytes(conv.convert())
         paths[kind] = p
         print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)", flush=True)
-    shutil.copyfile(paths[args.default], MODELS / "mouth_nose.tflite")
+    shutil.copyfile(paths[args.default], out / "mouth_nose.tflite")
 
     val_x, val_kinds = data["exact"][va], kinds[va]
     ref = face_scores(model, val_x, anchors)
     report = {"weights": str(run / f"{args.weights}.weights.h5"), "default": args.default,
               "input_size": INPUT_SIZE, "params": int(model.count_params()), "flops": mm.flops(model),
               "anchors": anchors.tolist(), "val_faces": int(len(va)), "keras": val_figures(ref, val_kinds)}
-    cfg = MouthsConfig()
+    cfg = MouthsConfig(flip_tta="off")  # parity of the raw model; TTA costs one more crop per face
     for kind, p in paths.items():
         det = MouthDetector(cfg, p)
         t0 = time.perf_counter()
@@ -102,7 +105,7 @@ def main() -> None:
                         "max_abs_diff": round(float(diff.max()), 4), "mean_abs_diff": round(float(diff.mean()), 5),
                         "mouth_call_agreement@0.5": round(agree, 4), "val": val_figures(got, val_kinds)}
         print(kind, json.dumps(report[kind]), flush=True)
-    (MODELS / "mouth_nose_export.json").write_text(json.dumps(report, indent=1))
+    (out / "mouth_nose_export.json").write_text(json.dumps(report, indent=1))
     ok = report["float32"]["max_abs_diff"] < 1e-3 and report["int8"]["mouth_call_agreement@0.5"] > 0.97
     print("parity", "OK" if ok else "FAILED", flush=True)
     sys.exit(0 if ok else 1)

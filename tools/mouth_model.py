@@ -140,8 +140,11 @@ def giou(a, b):
 OBJ_BALANCE = (1.0, 2.0)  # the fine head has 4x the cells: weigh its objectness like YOLOv5 does
 
 
-def yolo_loss(raws, targets, size: int, anchors: np.ndarray):
-    """Sum over heads of box (1 - GIoU), objectness BCE over all slots and class BCE on positives."""
+def yolo_loss(raws, targets, size: int, anchors: np.ndarray, mouth_pos_weight: float = 1.0):
+    """Sum over heads of box (1 - GIoU), objectness BCE over all slots and class BCE on positives.
+
+    ``mouth_pos_weight`` > 1 weighs the objectness of mouth positives up: a missed mouth (missed alarm)
+    costs more than a faint false one, which leans the model toward recall."""
     lbox = lobj = lcls = 0.0
     for h, (raw, tgt, (cell, anc, g)) in enumerate(zip(raws, targets, grids(size, anchors))):
         boxes, logits = decode_head(raw, tf.constant(cell), tf.constant(anc), g)
@@ -149,6 +152,7 @@ def yolo_loss(raws, targets, size: int, anchors: np.ndarray):
         npos = tf.maximum(tf.reduce_sum(pos), 1.0)
         lbox += tf.reduce_sum((1.0 - giou(boxes, tgt[..., :4])) * pos) / npos
         bce_obj = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=logits[..., 0])
+        bce_obj = bce_obj * (1.0 + (mouth_pos_weight - 1.0) * pos * tgt[..., 5])
         lobj += OBJ_BALANCE[h] * tf.reduce_mean(bce_obj)
         bce_cls = tf.nn.sigmoid_cross_entropy_with_logits(labels=tgt[..., 5:], logits=logits[..., 1:])
         lcls += tf.reduce_sum(tf.reduce_sum(bce_cls, -1) * pos) / npos

@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--degrade", action="store_true",
                     help="score camera-degraded copies of the validation crops (blur, small faces, JPEG, "
                          "light, tilt, box jitter: tools/mouth_augment.py, fixed seed) instead of clean ones")
+    ap.add_argument("--hard", action="store_true", help="with --degrade: the stronger scene-miss augmentation "
+                    "(turned/tilted heads, loose boxes, harder blur, occluders at the mouth edge)")
+    ap.add_argument("--flip-tta", default="off", choices=["off", "mean", "max"], help="mouths.flip_tta to score with")
     args = ap.parse_args()
 
     data = np.load(CACHE / "dataset.npz")
@@ -57,22 +60,23 @@ def main() -> None:
         ctx, lab_ctx = data["ctx"], data["lab_ctx"]  # (an npz re-reads an array on every access)
         crops = np.empty_like(crops)
         for j, i in enumerate(va):
-            crops[j], boxes = augment(rng, ctx[i], lab_ctx[i].copy(), crops.shape[1])
+            crops[j], boxes = augment(rng, ctx[i], lab_ctx[i].copy(), crops.shape[1], hard=args.hard)
             lost_mouth = rows[j]["kind"] == "both" and not np.isfinite(boxes[0]).all()
             lost_nose = rows[j]["kind"] == "nose" and not np.isfinite(boxes[1]).all()
             if lost_mouth or lost_nose:  # occluded or pushed out of the crop: no longer that label
                 rows[j] = dict(rows[j], kind="excluded")
-    det = MouthDetector(MouthsConfig(), Path(args.model))
-    s = np.concatenate([det.raw(crops[i:i + 64])[1].max(axis=1) for i in range(0, len(crops), 64)])
+    det = MouthDetector(MouthsConfig(flip_tta=args.flip_tta), Path(args.model))
+    s = np.concatenate([det.score_crops(crops[i:i + 64]) for i in range(0, len(crops), 64)])
     kinds = np.array([r["kind"] for r in rows])
     src = np.array([r["source"] for r in rows])
     masked = (kinds == "none") | (kinds == "rmfd")
     unmasked, nose_out = kinds == "both", kinds == "nose"
-    rep: dict = {"model": args.model, "val_faces": int(len(va)), "degraded": bool(args.degrade)}
+    rep: dict = {"model": args.model, "val_faces": int(len(va)), "degraded": bool(args.degrade),
+                 "hard": bool(args.hard), "flip_tta": args.flip_tta}
 
     # threshold sweep: recall on unmasked vs no_mask rate on masked (correct + below-nose)
     sweep = []
-    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+    for t in np.round(np.arange(0.05, 0.96, 0.025), 3):
         sweep.append({"t": float(t), "mouth_recall": float((s[unmasked, 0] >= t).mean()),
                       "fa_masked": float((s[masked, 0] >= t).mean()),
                       "fa_nose_out": float((s[nose_out, 0] >= t).mean()),

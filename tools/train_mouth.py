@@ -97,6 +97,10 @@ def main() -> None:
     ap.add_argument("--models", action="store_true", help="write the log and plot into models/")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="continue from last.weights.h5 and training.csv")
+    ap.add_argument("--hard", action="store_true", help="stronger augmentation for the scene misses "
+                    "(turned/tilted heads, box jitter, harder blur, occluders at the mouth edge)")
+    ap.add_argument("--mouth-pos-weight", type=float, default=1.0, help="objectness weight of mouth positives "
+                    "(> 1 leans toward alarm recall)")
     ap.add_argument("--init", help="start from these weights (e.g. a previous run's best.weights.h5)")
     args = ap.parse_args()
 
@@ -153,7 +157,7 @@ def main() -> None:
     def train_step(x, t1, t2):
         with tf.GradientTape() as tape:
             raws = model(x, training=True)
-            lb, lo, lc = mm.yolo_loss(raws, [t1, t2], INPUT_SIZE, anchors)
+            lb, lo, lc = mm.yolo_loss(raws, [t1, t2], INPUT_SIZE, anchors, args.mouth_pos_weight)
             loss = lb + lo + lc
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
@@ -164,7 +168,7 @@ def main() -> None:
     def make_batch(idx: np.ndarray):
         xs, ls = [], []
         for i in idx:
-            img, b = augment(rng, ctx[i], lab_ctx[i].copy(), INPUT_SIZE)
+            img, b = augment(rng, ctx[i], lab_ctx[i].copy(), INPUT_SIZE, hard=args.hard)
             xs.append(img)
             ls.append(b)
         x = np.stack(xs).astype(np.float32) / 255.0
