@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
 done
 
 apt_pkgs=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev alsa-utils
-          libgl1 libglib2.0-0 shellcheck systemd espeak-ng sox)
+          libgl1 libglib2.0-0 shellcheck systemd espeak-ng sox xvfb xdotool)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
