@@ -13,6 +13,10 @@ The TFLite model takes ``(B, S, S, 3)`` RGB scaled to 0..1 (float32, or int8/uin
 quantization parameters) and returns two tensors: boxes ``(B, N, 4)`` as centre-x, centre-y, width,
 height in crop fractions, and scores ``(B, N, 2)`` = objectness * class probability for
 [mouth, nose]. All decoding except NMS happens inside the model, so this file stays numpy-only.
+
+``mouths.flip_tta`` (mean by default) scores every crop and its mirror image in one batch and averages
+the two: on the camera-degraded validation split it gains about a point of mouth recall at equal
+false alarms, for ~0.6 ms more per face (int8, one thread; MODEL_CARD.md).
 """
 from __future__ import annotations
 

@@ -39,6 +39,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(MODELS / "mouth_nose.tflite"))
     ap.add_argument("--fa", type=float, default=0.05, help="allowed masked-face no_mask rate for mouth_on")
+    ap.add_argument("--rule", choices=["youden", "recall"], default="youden",
+                    help="mouth_on within the --fa budget: best recall - false positives (youden), or the "
+                    "lowest threshold, i.e. the most alarm recall the budget allows (recall)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--degrade", action="store_true",
                     help="score camera-degraded copies of the validation crops (blur, small faces, JPEG, "
@@ -86,12 +89,15 @@ def main() -> None:
     # on = the sweep point with the best recall - false positives (Youden's J) among those within the
     # false-alarm budget (ties: the higher threshold); off = half of it (the unsure band)
     ok = [r for r in sweep if r["fa_masked"] <= args.fa + 1e-9] or sweep[-1:]
-    mouth_on = max(ok, key=lambda r: (round(r["mouth_recall"] - r["fa_masked"], 3), r["t"]))["t"]
+    if args.rule == "recall":
+        mouth_on = min(r["t"] for r in ok if all(q["fa_masked"] <= args.fa + 1e-9 for q in sweep if q["t"] >= r["t"]))
+    else:
+        mouth_on = max(ok, key=lambda r: (round(r["mouth_recall"] - r["fa_masked"], 3), r["t"]))["t"]
     nose_on = max(sweep, key=lambda r: (round(r["nose_recall"] - r["nose_fp_masked"], 3), r["t"]))["t"]
     rep["recommended"] = {"mouth_on": mouth_on, "mouth_off": round(mouth_on / 2, 2), "nose_on": nose_on,
                           "nose_off": round(nose_on / 2, 2),
-                          "basis": f"max recall - false positives with <= {args.fa:.0%} of masked validation faces "
-                          f"called no_mask; off = on / 2"}
+                          "basis": f"{'lowest threshold' if args.rule == 'recall' else 'max recall - false positives'}"
+                          f" with <= {args.fa:.1%} of masked validation faces called no_mask; off = on / 2"}
     cfg = MouthsConfig()  # the figures below are at the shipped defaults (config.py)
     rep["shipped"] = {k: getattr(cfg, k) for k in ("mouth_on", "mouth_off", "nose_on", "nose_off")}
     rep["at_shipped"] = {
