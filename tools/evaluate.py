@@ -26,6 +26,7 @@ The folder needs images/*.jpg and annotations/<same stem>.xml (classes as above)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -94,10 +95,18 @@ def run_cli(images: list[Path], config: str | None) -> dict[str, dict]:
     return out
 
 
-def evaluate(folder: Path, results: dict[str, dict], iou_thr: float):
-    """One row per annotated face and per unmatched detection."""
+def scene_half(name: str) -> str:
+    """'dev' or 'test': a fixed split of a scene folder by image name, so thresholds can be calibrated
+    on one half and reported on the other."""
+    return "dev" if int(hashlib.sha1(Path(name).name.encode()).hexdigest(), 16) % 2 == 0 else "test"
+
+
+def evaluate(folder: Path, results: dict[str, dict], iou_thr: float, half: str | None = None):
+    """One row per annotated face and per unmatched detection (only images of ``half`` if given)."""
     faces, extras, ms = [], [], []
     for xml in sorted((folder / "annotations").glob("*.xml")):
+        if half and scene_half(xml.stem + ".jpg") != half:
+            continue
         img = folder / "images" / (xml.stem + ".jpg")
         rec = results.get(os.path.abspath(img))
         if rec is None or "error" in rec:
@@ -233,6 +242,8 @@ def main() -> None:
                     help="contact sheet of the worst errors (JPEG; default .cache/mouth/worst_errors.jpg); "
                     "never inside the repository outside .cache/ (faces from the evaluation photos)")
     ap.add_argument("--label-fixes", help="CSV of annotation corrections: adds a second, corrected table")
+    ap.add_argument("--half", choices=["dev", "test"],
+                    help="only one fixed half of the images (by name hash): calibrate on dev, report on test")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--reuse", help="rescore a --json file from an earlier run instead of running the CLI")
     args = ap.parse_args()
@@ -247,10 +258,12 @@ def main() -> None:
         results = prev["cli"]
     else:
         images = sorted((folder / "images").glob("*.jpg"))
+        if args.half:
+            images = [p for p in images if scene_half(p.name) == args.half]
         if args.limit:
             images = images[:args.limit]
         results = run_cli(images, args.config)
-    faces, extras, ms = evaluate(folder, results, args.iou)
+    faces, extras, ms = evaluate(folder, results, args.iou, args.half)
     s = summarize(faces, extras, ms)
     print(markdown(s) if args.markdown else json.dumps(s, indent=1))
     dump = {"summary": s, "faces": faces, "extras": extras, "cli": results}
