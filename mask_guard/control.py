@@ -122,15 +122,23 @@ class ControlServer:
 
     def _serve(self) -> None:
         assert self._sock is not None
+        failing = False
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stop.is_set():
                     return
-                raise
+                # e.g. EMFILE: out of file descriptors for a moment. Raising would end this thread and
+                # status/snapshot would stay dead until a restart; one warning per streak, then retry.
+                if not failing:
+                    log.warning("control socket: accept failed (%s); retrying", exc)
+                    failing = True
+                self._stop.wait(1.0)
+                continue
+            failing = False
             # at most MAX_CLIENTS at once; more wait (each client has CLIENT_TIMEOUT_S to finish)
             while not self._slots.acquire(timeout=0.25):
                 if self._stop.is_set():

@@ -178,7 +178,11 @@ class Daemon:
         if self.opts.preview:
             self._preview = Preview()
             self._preview.start()
-        code = self._loop()
+        try:
+            code = self._loop()
+        except Exception:  # a bug outside the per-frame guard (reload, preview): save counts, let systemd restart
+            log.exception("the frame loop failed")
+            code = EXIT_ERROR
         return self._shutdown(code)
 
     def _make_alerter(self, cfg: Config):
@@ -224,6 +228,11 @@ class Daemon:
             now = time.monotonic()
             if frame is None:
                 if self.source.finished:
+                    error = self.source.stats().get("last_error")
+                    if error:  # the grabber died (driver, decoder): not an end of input, so systemd restarts us
+                        log.error("source %s ended on an error after %d frames: %s", self.source.name,
+                                  self.frames, error)
+                        return EXIT_ERROR
                     log.info("end of input (%s) after %d frames", self.source.name, self.frames)
                     break
                 self._no_frame(now)
