@@ -174,6 +174,11 @@ class AlertPolicy:
             return False, "cooldown"
         return True, "ok"
 
+    def inherit(self, previous: "AlertPolicy") -> None:
+        """Keep who was alerted when across a config reload: people in view are not alerted again at once."""
+        self._last_any = previous._last_any
+        self._last_by_track = dict(previous._last_by_track)
+
     def alerted(self, track_id: int, mono: float) -> None:
         self._last_any = mono
         self._last_by_track[track_id] = mono

@@ -90,14 +90,17 @@ class Analyzer:
         return out
 
     def reconfigure(self, cfg: Config) -> None:
-        """Take a reloaded config; models are reloaded only when their settings changed."""
+        """Take a reloaded config; models are reloaded only when their settings changed.
+
+        Both models load before either is swapped in: a ``ModelError`` leaves the running ones untouched.
+        """
+        faces, mouths = self.faces, self.mouths
         if cfg.faces != self.cfg.faces or models_dir(cfg) != models_dir(self.cfg):
-            self.faces = FaceDetector(cfg.faces, models_dir(cfg))
+            faces = FaceDetector(cfg.faces, models_dir(cfg))
         if cfg.mouths.model != self.cfg.mouths.model or cfg.mouths.num_threads != self.cfg.mouths.num_threads:
-            self.mouths = MouthDetector(cfg.mouths, resource_path(cfg.mouths.model, "models"))
-        else:
-            self.mouths.cfg = cfg.mouths
-        self.cfg = cfg
+            mouths = MouthDetector(cfg.mouths, resource_path(cfg.mouths.model, "models"))
+        mouths.cfg = cfg.mouths
+        self.faces, self.mouths, self.cfg = faces, mouths, cfg
 
 
 @dataclass
@@ -173,11 +176,13 @@ class Pipeline:
         return result
 
     def reconfigure(self, cfg: Config) -> None:
-        """Thresholds and rules change live; tracks and votes survive unless their settings changed."""
+        """Thresholds and rules change live; tracks and votes always survive.
+
+        Tracker and vote settings are read on every update, so they are swapped in place: a new
+        ``Tracker`` would restart ids at 1 (a stranger inheriting a ballot and alert history), and a
+        new ``VoteBook`` would decide people in view a second time (counted twice).
+        """
         self.analyzer.reconfigure(cfg)
-        if cfg.tracker != self.cfg.tracker:
-            self.tracker = Tracker(cfg.tracker)
-            self._known.clear()
-        if cfg.votes != self.cfg.votes:
-            self.votes = VoteBook(cfg.votes)
+        self.tracker.cfg = cfg.tracker
+        self.votes.cfg = cfg.votes
         self.cfg = cfg

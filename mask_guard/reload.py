@@ -1,8 +1,9 @@
 """SIGHUP: reload the config file into the running daemon; an invalid file changes nothing.
 
-Models are reloaded only when their settings changed (Pipeline.reconfigure); tracks and votes survive
-threshold changes. The alerter, counts, log level, control socket and source are rebuilt only when
-their sections changed. Command-line overrides (``--source`` ...) stay in force.
+Models are reloaded only when their settings changed (Pipeline.reconfigure); tracks and votes always
+survive (new settings apply from the next frame). The alerter (keeping who was alerted when), counts,
+log level, control socket and source are rebuilt only when their sections changed. Command-line
+overrides (``--source`` ...) stay in force.
 """
 from __future__ import annotations
 
@@ -41,9 +42,12 @@ def reload_config(d) -> bool:
     changed = [s for s in SECTIONS if getattr(new, s) != getattr(old, s)]
     with d.state_lock:
         if new.alerts != old.alerts:
-            if d.outcomes.alerter is not None:
-                d.outcomes.alerter.close()
+            previous = d.outcomes.alerter
+            if previous is not None:
+                previous.close()
             d.outcomes.alerter = d._make_alerter(new)
+            if previous is not None and d.outcomes.alerter is not None:
+                d.outcomes.alerter.policy.inherit(previous.policy)
         if new.counts != old.counts:
             d._save_counts()
             d.outcomes.counts = d._make_counts(new)

@@ -192,6 +192,16 @@ def test_same_person_is_realerted_only_after_realert_s():
     assert p.should_alert(7, at("12:00"), 600.0) == (True, "ok")
 
 
+def test_a_reloaded_policy_remembers_who_was_alerted_when():
+    old = AlertPolicy(AlertsConfig(cooldown_s=5, realert_s=600))
+    old.alerted(1, 100.0)
+    new = AlertPolicy(AlertsConfig(cooldown_s=5, realert_s=300, quiet_start="22:00", quiet_end="07:00"))
+    new.inherit(old)
+    assert new.should_alert(1, at("12:00"), 102.0) == (False, "realert")  # not alerted again at once
+    assert new.should_alert(2, at("12:00"), 102.0) == (False, "cooldown")
+    assert new.should_alert(1, at("12:00"), 401.0) == (True, "ok")  # the new realert_s applies
+
+
 def test_quiet_hours_wrapping_midnight():
     p = AlertPolicy(AlertsConfig(quiet_start="22:00", quiet_end="07:00"))
     for t in ("22:00", "23:59", "00:00", "03:15", "06:59"):

@@ -389,3 +389,24 @@ def test_the_soak_tool_reports_memory_growth_of_a_real_run(tmp_path, clip):
     for key in ("rss_after_warmup_mb", "rss_end_mb", "growth_mb", "growth_mb_per_1000_frames", "fds_start_end"):
         assert key in report, report
     assert 20 < report["rss_end_mb"] < 2000
+
+
+def test_a_grabber_that_dies_on_an_error_exits_non_zero_so_systemd_restarts_the_service(tmp_path, caplog):
+    """A camera driver or decoder exception ends the source: that is a failure (Restart=on-failure), not
+    an end of input (exit 0 would leave the appliance stopped for good)."""
+    h.need_mouth_model()
+    from mask_guard.config import load_config
+    from mask_guard.daemon import EXIT_ERROR, Daemon, RunOptions
+    from mask_guard.sources import IteratorSource
+
+    def frames():
+        yield from h.make_frames(3)
+        raise RuntimeError("driver hiccup")
+
+    cfg = load_config(h.write_config(tmp_path / "c.yaml", tmp_path, alerts={"enabled": False}))
+    caplog.set_level(logging.INFO, logger="mask_guard")
+    daemon = Daemon(cfg, RunOptions(), source=IteratorSource(frames(), fps=10, name="dying"))
+    assert daemon.run() == EXIT_ERROR
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("ended on an error" in m and "driver hiccup" in m for m in messages), messages
+    assert not any("end of input" in m for m in messages)

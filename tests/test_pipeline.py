@@ -80,7 +80,8 @@ def short_chime(path) -> str:
     return str(path)
 
 
-def run(script, tmp_path, **cfg_sections):
+def run(script, tmp_path, reload_at=None, **cfg_sections):
+    """Run the script; ``reload_at=(frame, sections)`` reconfigures the pipeline before that frame (SIGHUP)."""
     alerts_cfg = {"cooldown_s": 2.0, "realert_s": 600.0, "sound": short_chime(tmp_path / "chime.wav")}
     alerts_cfg.update(cfg_sections.pop("alerts", {}))
     cfg = config_from_dict({"alerts": alerts_cfg, **cfg_sections})
@@ -92,6 +93,8 @@ def run(script, tmp_path, **cfg_sections):
     outcomes = Outcomes(alerter, counts)
     alerts, decisions = [], {}
     for i in range(len(script)):
+        if reload_at is not None and i == reload_at[0]:
+            pipe.reconfigure(config_from_dict({"alerts": alerts_cfg, **cfg_sections, **reload_at[1]}))
         img = np.zeros((H, W, 3), np.uint8)
         img[0, 0, 0], img[0, 0, 1] = i & 0xFF, i >> 8
         clock.t = 1000.0 + i / FPS
@@ -151,6 +154,16 @@ def test_a_person_still_there_after_the_realert_interval_is_reminded_again(tmp_p
     alerts, _, _, _ = run(script_of(200, person), tmp_path, alerts={"cooldown_s": 0, "realert_s": 5.0})
     frames = [i for i, _ in alerts]
     assert len(frames) == 3 and all(b - a >= 5.0 * FPS for a, b in zip(frames, frames[1:]))
+
+
+def test_a_reload_changing_tracker_and_vote_settings_keeps_people_their_ids_and_the_counts(tmp_path):
+    unmasked = walk(0, 40, Verdict.NO_MASK, 100, 300)  # decided and alerted before the reload
+    masked = walk(30, 20, Verdict.MASK, 550, 450)  # arrives after it
+    alerts, decisions, totals, _ = run(script_of(50, unmasked, masked), tmp_path,
+                                       reload_at=(20, {"tracker": {"hit_counter_max": 30}, "votes": {"decide_after": 4}}))
+    assert sorted(decisions.values()) == [Decision.MASK, Decision.NO_MASK]  # two ids: no stranger inherits one
+    assert len(alerts) == 1
+    assert totals["people"] == 2 and totals["unmasked"] == 1 and totals["masked"] == 1 and totals["alerts"] == 1
 
 
 def test_frontal_rule_reads_the_eyes_and_nose():
