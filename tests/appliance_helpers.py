@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MOUTH_MODEL = ROOT / "models" / "mouth_nose.tflite"
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("MASK_GUARD_DATA") or (ROOT.parent / "shared" / "data")).resolve()
+sys.path.insert(0, str(ROOT / "tools"))
+from clips import data_dir  # noqa: E402  -- the one lookup tests and tools share ($MASK_GUARD_DATA, else ../shared/data)
 
 
 def need_data() -> Path:

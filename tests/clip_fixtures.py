@@ -15,14 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+import appliance_helpers as h  # noqa: E402
 import clips  # noqa: E402
 import latency  # noqa: E402
 
 def need_clip_inputs() -> None:
     """Skip (with the reason) when the stills, the face index or the trained mouth model are missing."""
-    d = clips.data_dir()
-    if not (d / "faces" / "utkface" / "without_mask").is_dir():
-        pytest.skip(f"face data not found at {d} (set MASK_GUARD_DATA)")
+    h.need_data()
     if not clips.INDEX_PATH.exists():
         pytest.skip(f"{clips.INDEX_PATH} missing: run tools/make_clips.py index")
 

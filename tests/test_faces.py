@@ -5,7 +5,6 @@ shared data folder (env MASK_GUARD_DATA, default <repo>/../shared/data).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance_helpers import data_dir
 from mask_guard import boxes as bx
 from mask_guard.config import FacesConfig
 from mask_guard.faces import MIN_LEVEL_PX, FaceDetector, pyramid_scales
@@ -22,7 +22,7 @@ from mask_guard.tflite import ModelError
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
-DATA = Path(os.environ.get("MASK_GUARD_DATA", REPO.parent / "shared" / "data"))
+DATA = data_dir()
 THRESHOLDS = [0.6, 0.7, 0.7]
 
 

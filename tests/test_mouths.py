@@ -5,24 +5,23 @@ models/. Keras-vs-TFLite parity needs TensorFlow and lives in tools/export_mouth
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from appliance_helpers import data_dir
 from mask_guard.config import MouthsConfig, config_from_dict, resource_path
 from mask_guard.detections import Detections, Verdict
 from mask_guard.mouths import CROP_MARGIN, MouthDetector, crop_to_image, crop_window, face_crop, nms, verdict
 from mask_guard.tflite import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("MASK_GUARD_DATA", ROOT.parent / "shared" / "data"))
+DATA = data_dir()
 MODELS = ROOT / "models"
 VARIANTS = ["mouth_nose.tflite", "mouth_nose_float32.tflite", "mouth_nose_int8.tflite"]
 
-# A handful of real faces: unmasked UTKFace portraits and masked chandrikadeb7 photos.
 # A handful of real faces from the validation split (identities never trained on): unmasked UTKFace
 # portraits of several ages, and masked chandrikadeb7 photos.
 UNMASKED = ["faces/utkface/without_mask/101_0_0_20170112213500903.jpg.chip.jpg",

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mouth_common import (CACHE, CTX_FACTOR, CTX_SIZE, INPUT_SIZE, FaceFinder, chandrikadeb7_group,  # noqa: E402
                           data_root, split_of)
 
+from mask_guard.boxes import iou  # noqa: E402
 from mask_guard.mouths import crop_window, face_crop  # noqa: E402
 
 # (folder under data root, label kind) ; label kinds: both, none, nose, rmfd (all faces, none)
@@ -168,13 +169,6 @@ def rule_boxes(lm: np.ndarray, rule: dict) -> tuple[np.ndarray, np.ndarray]:
     return mouth, np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-9)
-
-
 def pick_face(faces: list[dict], kind: str) -> list[dict]:
     if kind == "rmfd":
         return [f for f in faces if f["score"] >= MIN_SCORE and f["box"][2] - f["box"][0] >= 16]
@@ -215,8 +209,8 @@ def build(args) -> None:
         ious = {"mouth": [], "nose": []}
         for lm, pts in pr:
             bm, bn = rule_boxes(lm, rule)
-            ious["mouth"].append(iou(bm, box68(pts, "mouth")))
-            ious["nose"].append(iou(bn, box68(pts, "nose")))
+            ious["mouth"].append(float(iou(bm, box68(pts, "mouth"))[0, 0]))
+            ious["nose"].append(float(iou(bn, box68(pts, "nose"))[0, 0]))
         check[split] = {k: {"n": len(v), "mean_iou": round(float(np.mean(v)), 3),
                             "median_iou": round(float(np.median(v)), 3),
                             "iou>=0.5": round(float(np.mean(np.array(v) >= 0.5)), 3),

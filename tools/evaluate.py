@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mask_guard.boxes import iou
+
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("without_mask", "with_mask", "with_incorrect_mask")
 VERDICTS = ("no_mask", "mask_below_nose", "mask", "unsure")
@@ -52,21 +54,9 @@ def read_voc(path: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def match(gt: np.ndarray, det: np.ndarray, thr: float) -> dict[int, int]:
     """Greedy one-to-one matching by IoU: {gt index: det index}."""
-    m = iou_matrix(gt, det)
+    m = iou(gt, det)
     pairs = sorted(((m[i, j], i, j) for i in range(m.shape[0]) for j in range(m.shape[1]) if m[i, j] >= thr),
                    reverse=True)
     out, used = {}, set()

@@ -111,16 +111,10 @@ class RunResult:
         return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match_tracks(truth: dict, result: RunResult, min_iou: float = 0.3) -> dict[int, Optional[int]]:
     """Track id -> ground-truth person id (the person its faces overlap most often), None for a ghost."""
+    from mask_guard.boxes import iou
+
     gt: dict[int, list] = {}
     for q in truth["people"]:
         for f, x1, y1, x2, y2, state, masked in q["track"]:
@@ -129,7 +123,7 @@ def match_tracks(truth: dict, result: RunResult, min_iou: float = 0.3) -> dict[i
     for tid, boxes in result.track_boxes().items():
         votes: dict[int, int] = {}
         for f, box in boxes.items():
-            best = max(((_iou(box, b), pid) for pid, b in gt.get(f, [])), default=(0.0, None))
+            best = max(((float(iou(box, b)[0, 0]), pid) for pid, b in gt.get(f, [])), default=(0.0, None))
             if best[0] >= min_iou:
                 votes[best[1]] = votes.get(best[1], 0) + 1
         out[tid] = max(votes, key=votes.get) if votes else None
