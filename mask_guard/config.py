@@ -34,6 +34,7 @@ def _opt(default, doc: str, **checks):
 
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+_HHMM_DOC = "HH:MM (00:00 to 23:59)"  # what the error message shows instead of the regex
 
 
 @dataclass
@@ -111,8 +112,9 @@ class AlertsConfig:
     sound: str = _opt("alert.wav", "WAV file to play; a bare name is looked up in sounds/")
     cooldown_s: float = _opt(5.0, "no two alerts (any people) closer than this", min=0, max=86400)
     realert_s: float = _opt(600.0, "the same person is alerted again at most this often", min=0, max=86400 * 7)
-    quiet_start: str = _opt("", "start of quiet hours, HH:MM (empty: none)", pattern=_HHMM, allow_empty=True)
-    quiet_end: str = _opt("", "end of quiet hours, HH:MM", pattern=_HHMM, allow_empty=True)
+    quiet_start: str = _opt("", "start of quiet hours, HH:MM (empty: none)", pattern=_HHMM, format=_HHMM_DOC,
+                            allow_empty=True)
+    quiet_end: str = _opt("", "end of quiet hours, HH:MM", pattern=_HHMM, format=_HHMM_DOC, allow_empty=True)
 
 
 @dataclass
@@ -167,7 +169,7 @@ def _check_scalar(value: Any, typ: type, meta: dict, key: str, errors: list[str]
     if "choices" in meta and value not in meta["choices"]:
         errors.append(f"{key}: {value!r} is not allowed, choose one of {meta['choices']}")
     if "pattern" in meta and not (meta.get("allow_empty") and value == "") and not re.match(meta["pattern"], value):
-        errors.append(f"{key}: {value!r} does not match the format {meta['pattern']}")
+        errors.append(f"{key}: {value!r} does not match the format {meta.get('format', meta['pattern'])}")
     return value
 
 
