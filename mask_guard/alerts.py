@@ -3,10 +3,17 @@
 Nothing here may stop the frame loop: a missing simpleaudio, a missing sound card or a broken WAV
 log one warning and make the player unavailable (it tries again every few minutes), and every
 call returns quickly (simpleaudio's ``play_buffer`` plays in its own thread).
+
+On Python >= 3.12 simpleaudio 1.0.4 is known to crash the interpreter once a sound has played
+(hamiltron/py-simple-audio#72), and Raspberry Pi OS Trixie ships 3.13: there each alert plays in a
+short-lived child process (``mask_guard.play_sound``), so a crash there can never take the daemon down.
+The child also keeps the daemon clear of an ALSA open that waits for a card another program holds.
 """
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 import wave
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ from .config import AlertsConfig, resource_path
 log = logging.getLogger(__name__)
 
 RETRY_S = 300.0  # a missing sound card is tried again this often (USB speakers plugged in later)
+ISOLATE_DEFAULT = sys.version_info >= (3, 12)  # where in-process simpleaudio crashes after playing
 
 
 class SoundError(RuntimeError):
@@ -54,11 +62,13 @@ class SoundPlayer:
     """Plays one WAV without blocking the caller; one play at a time; never raises from ``play``."""
 
     def __init__(self, path: Union[str, Path], retry_s: float = RETRY_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, isolate: Optional[bool] = None):
         self.path = Path(path)
         self.retry_s = retry_s
         self._clock = clock
+        self.isolate = ISOLATE_DEFAULT if isolate is None else isolate  # play in a child process
         self._handle = None  # simpleaudio.PlayObject of the current/last play
+        self._child: Optional[subprocess.Popen] = None  # the current/last child player (isolate)
         self._started = float("-inf")  # clock() when the current/last play started
         self._sa = None
         self.available = False
@@ -88,16 +98,42 @@ class SoundPlayer:
 
     @property
     def playing(self) -> bool:
-        """True while the sound plays: simpleaudio's own flag, or the sound's length since it started
-        (the flag is set by simpleaudio's thread, a moment after ``play_buffer`` has returned)."""
-        if self._handle is None or self._wav is None:
-            return False
-        if self._clock() - self._started < self._wav.duration_s:
+        """True while the sound plays: for the sound's length since it started (simpleaudio sets its
+        own flag a moment after ``play_buffer`` returns, and a child may end early), then while the
+        child runs or simpleaudio's flag says so."""
+        if self._child is not None and self._reap_child():
+            return True
+        if self._wav is not None and self._clock() - self._started < self._wav.duration_s:
             return True
         try:
-            return bool(self._handle.is_playing())
+            return self._handle is not None and bool(self._handle.is_playing())
         except Exception:
             return False
+
+    def _reap_child(self) -> bool:
+        """True while the child player runs; once it has ended, take its verdict on the sound card."""
+        child = self._child
+        if child.poll() is None:
+            return True
+        err = child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
+        if child.stderr:
+            child.stderr.close()
+        self._child = None
+        if child.returncode > 0:  # it could not open the card (or the WAV): as an in-process failure
+            self._started = float("-inf")  # nothing is playing
+            self._disable(err.splitlines()[-1] if err else f"player exited {child.returncode}", retry=True)
+            return False
+        if child.returncode < 0:
+            log.debug("alert player ended by signal %d after playing", -child.returncode)
+        if not self.available:
+            log.info("sound output works again")
+        self.available, self.error = True, ""
+        return False
+
+    def _spawn_child(self) -> None:
+        self._child = subprocess.Popen([sys.executable, "-m", "mask_guard.play_sound", str(self.path)],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, close_fds=True)
 
     def play(self) -> bool:
         """Start playing; False (at once) when busy, unavailable or the device refuses."""
@@ -110,6 +146,10 @@ class SoundPlayer:
         w = self._wav
         self.attempts += 1
         try:
+            if self.isolate:
+                self._spawn_child()  # the card's verdict comes with the child's exit (_reap_child)
+                self._started = self._clock()
+                return True
             self._handle = self._sa.play_buffer(w.data, w.channels, w.sample_width, w.rate)
             self._started = self._clock()
         except Exception as exc:  # SimpleaudioError: no card, device busy, format refused
@@ -125,9 +165,16 @@ class SoundPlayer:
         try:
             if self._handle is not None:
                 self._handle.stop()
+            if self._child is not None and self._child.poll() is None:
+                self._child.terminate()
+                self._child.wait(2)
         except Exception as exc:
             log.debug("stopping the sound failed: %s", exc)
         self._handle = None
+        self._started = float("-inf")
+        if self._child is not None and self._child.stderr:
+            self._child.stderr.close()
+        self._child = None
 
     close = stop
 

@@ -112,6 +112,51 @@ print("RESULT " + json.dumps(dict(first=first, call_s=call_s, playing=playing, b
     assert not [line for line in logs if line.startswith(("LOG WARNING", "LOG ERROR"))], logs
 
 
+def test_isolated_player_plays_in_a_child_process_without_blocking(tmp_path):
+    """Python >= 3.12 (Trixie) plays each alert in a child: simpleaudio crashes there after playing."""
+    code = """
+player = SoundPlayer(SOUND, isolate=True)
+t = time.monotonic()
+first = player.play()
+call_s = time.monotonic() - t
+child = player._child.pid
+busy = player.play()
+t = time.monotonic()
+while player.playing and time.monotonic() - t < 30:
+    time.sleep(0.01)
+busy_s = time.monotonic() - t
+again = player.play()
+player.stop()
+print("RESULT " + json.dumps(dict(first=first, call_s=call_s, child=child, busy=busy, busy_s=busy_s, again=again,
+                                  available=player.available, error=player.error, attempts=player.attempts)))
+"""
+    r, logs = run_with_alsa(tmp_path, NULL_CARD, code)
+    assert r["first"] is True and r["child"] != os.getpid()
+    assert r["call_s"] < 0.1, f"spawning the player blocked the caller for {r['call_s'] * 1000:.0f} ms"
+    assert r["busy"] is False  # one alert at a time
+    assert 2.0 < r["busy_s"] < 15  # the child plays the 2.8 s sound, then exits 0
+    assert r["again"] is True and r["available"] and r["error"] == "" and r["attempts"] == 2
+    assert not [line for line in logs if line.startswith(("LOG WARNING", "LOG ERROR"))], logs
+
+
+def test_isolated_player_reports_a_missing_sound_card_once(tmp_path):
+    code = """
+player = SoundPlayer(SOUND, retry_s=600, isolate=True)
+started = player.play()  # the child finds out; the caller never waits for it
+t = time.monotonic()
+while player.playing and time.monotonic() - t < 30:
+    time.sleep(0.01)
+later = [player.play() for _ in range(5)]
+print("RESULT " + json.dumps(dict(started=started, later=later, available=player.available, error=player.error,
+                                  attempts=player.attempts)))
+"""
+    r, logs = run_with_alsa(tmp_path, MISSING_CARD, code)
+    assert r["started"] is True and r["later"] == [False] * 5 and r["attempts"] == 1
+    assert not r["available"] and "SimpleaudioError" in r["error"]
+    warnings = [line for line in logs if line.startswith("LOG WARNING")]
+    assert len(warnings) == 1 and "sound unavailable" in warnings[0], logs
+
+
 def test_without_simpleaudio_alerts_are_silent_with_one_warning(tmp_path):
     code = """
 sys.modules["simpleaudio"] = None  # what a Pi without the appliance extra has: ImportError
