@@ -24,7 +24,7 @@ MOUTH_MODEL = ROOT / "models" / "mouth_nose.tflite"
 
 
 sys.path.insert(0, str(ROOT / "tools"))
-from clips import data_dir  # noqa: E402  -- the one lookup tests and tools share ($MASK_GUARD_DATA, else ../shared/data)
+from datapaths import data_dir  # noqa: E402  -- the one lookup tests and tools share ($MASK_GUARD_DATA, else ../shared/data)
 
 
 def need_data() -> Path:

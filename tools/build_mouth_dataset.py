@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mouth_common import (CACHE, CTX_FACTOR, CTX_SIZE, INPUT_SIZE, FaceFinder, chandrikadeb7_group,  # noqa: E402
-                          data_root, split_of)
+                          data_dir, split_of)
 
 from mask_guard.boxes import iou  # noqa: E402
 from mask_guard.mouths import crop_window, face_crop  # noqa: E402
@@ -54,7 +54,7 @@ MIN_SCORE = 0.85  # a face we give mouth/nose boxes must be a confident one; mas
 
 
 def rows_of(folder: str) -> list[dict]:
-    root = data_root() / folder
+    root = data_dir() / folder
     if folder == "landmarks/udacity68":
         with open(root / "landmarks.csv") as f:
             return [dict(r, label="without_mask", note=r["split"]) for r in csv.DictReader(f)]
@@ -102,7 +102,7 @@ def detect(args) -> None:
                 if key in done:
                     continue
                 done.add(key)
-                img = cv2.imread(str(data_root() / key))
+                img = cv2.imread(str(data_dir() / key))
                 if img is None:
                     continue
                 rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -232,7 +232,7 @@ def build(args) -> None:
         if not faces:
             continue
         stat[0] += 1
-        img = cv2.imread(str(data_root() / key))
+        img = cv2.imread(str(data_dir() / key))
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         group, split = group_and_split(folder, row)
         for fi, face in enumerate(faces):

@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Optional
 import cv2
 import numpy as np
 
+from datapaths import data_dir  # noqa: F401  (re-exported: clips.data_dir)
 # The drawing lives in clip_render.py; its names are re-exported here because the tools and tests use them
 # as ``clips.render``, ``clips.Spec`` and so on.
 from clip_render import (HEIGHT, WIDTH, Person, Spec, Sprite, SpriteSource, corridor,  # noqa: F401
@@ -45,11 +46,6 @@ INDEX_PATH = Path(__file__).resolve().parent / "clip_faces.json"
 RENDER_PATH = Path(__file__).resolve().parent / "clip_render.py"
 CLIP_VERSION = 3  # bump when rendering changes, so cached clips are rebuilt
 VISIBLE_PX = 24  # a face this wide is findable (the daemon's default faces.min_face_px)
-
-
-def data_dir() -> Path:
-    """$MASK_GUARD_DATA, else ../shared/data next to the repository (the project's convention)."""
-    return Path(os.environ.get("MASK_GUARD_DATA") or (ROOT.parent / "shared" / "data")).resolve()
 
 
 def cache_dir() -> Path:

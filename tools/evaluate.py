@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datapaths import data_dir  # noqa: E402  (tools/ is on sys.path when run as a script)
 from mask_guard.boxes import iou
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +224,7 @@ def contact_sheet(faces: list[dict], path: Path, n: int = 16, size: int = 80, mi
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "scenes" / "ilc2021"))
+    ap.add_argument("folder", nargs="?", default=str(data_dir() / "scenes" / "ilc2021"))
     ap.add_argument("--config", help="mask-guard config file (e.g. MTCNN or threshold settings)")
     ap.add_argument("--iou", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=0, help="first N images only")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datapaths import data_dir  # noqa: F401  (the one data lookup; tools/ is on sys.path)
 from mask_guard.config import FacesConfig, PROJECT_ROOT
 from mask_guard.detections import Detections
 
@@ -17,11 +18,6 @@ INPUT_SIZE = 96  # model input (px); crops are cut at this size by mask_guard.mo
 CTX_FACTOR = 1.5  # training crops keep this much extra context so geometric augmentation has real pixels
 CTX_SIZE = int(round(INPUT_SIZE * CTX_FACTOR))
 VAL_PERCENT = 15
-
-
-def data_root() -> Path:
-    """$MASK_GUARD_DATA, else ../shared/data next to the repository (as the tests do)."""
-    return Path(os.environ.get("MASK_GUARD_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 
 def split_of(group: str) -> str:
