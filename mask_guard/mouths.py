@@ -27,6 +27,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .boxes import nms
 from .config import MouthsConfig
 from .detections import Detections, Verdict
 from .tflite import ModelError, load_interpreter
@@ -87,25 +88,6 @@ def verdict(mouth: float, nose: float, cfg: MouthsConfig) -> Verdict:
 
 
 # --- NMS -----------------------------------------------------------------------------------------
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS on x1y1x2y2 boxes; returns kept indices, best first."""
-    order = np.argsort(-scores)
-    keep = []
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, np.int64)
-
 
 # --- the detector --------------------------------------------------------------------------------
 
