@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from appliance_helpers import data_dir
+from mask_guard.boxes import nms
 from mask_guard.config import MouthsConfig, config_from_dict, resource_path
 from mask_guard.detections import Detections, Verdict
 from mask_guard.mouths import CROP_MARGIN, MouthDetector, crop_to_image, crop_window, face_crop, verdict
-from mask_guard.boxes import nms
 from mask_guard.tflite import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
