@@ -92,8 +92,11 @@ def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarr
     return out.reshape(n, size, size, image.shape[2]).astype(np.float32, copy=False)
 
 
-def _as_rgb(image) -> np.ndarray | None:
-    """A contiguous RGB uint8 ``(H, W, 3)`` view/copy of a hostile input, or None when unusable."""
+def as_three_channels(image) -> np.ndarray | None:
+    """A contiguous uint8 ``(H, W, 3)`` view/copy of a hostile input, or None when unusable.
+
+    Channel order is kept (gray is repeated, a 4th channel dropped), so it serves RGB and BGR alike.
+    """
     try:
         a = np.asarray(image)
     except Exception:  # noqa: BLE001 -- ragged lists and the like: nothing to detect in
@@ -103,7 +106,7 @@ def _as_rgb(image) -> np.ndarray | None:
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     elif a.ndim == 3 and a.shape[2] == 4:
-        a = a[:, :, :3]  # RGBA: alpha says nothing about faces
+        a = a[:, :, :3]  # RGBA/BGRA: alpha says nothing about faces
     if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
         return None
     if a.dtype != np.uint8:
@@ -175,7 +178,7 @@ class FaceDetector:
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
         """Faces in ``image_rgb`` (RGB): boxes x1y1x2y2 in its pixels, scores, landmarks (N, 5, 2)."""
-        rgb = _as_rgb(image_rgb)
+        rgb = as_three_channels(image_rgb)
         if rgb is None or min(rgb.shape[:2]) < 12:
             log.debug("detect: unusable frame %s, no faces", getattr(image_rgb, "shape", type(image_rgb)))
             return Detections.empty(with_landmarks=True)

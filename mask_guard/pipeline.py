@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config, models_dir, resource_path
 from .detections import LEFT_EYE, NOSE, RIGHT_EYE, Detections, FaceResult, Frame
-from .faces import FaceDetector
+from .faces import FaceDetector, as_three_channels
 from .mouths import MouthDetector, verdict
 from .tracker import Tracker
 from .votes import Decision, DecisionChange, VoteBook
@@ -24,21 +24,10 @@ from .votes import Decision, DecisionChange, VoteBook
 log = logging.getLogger(__name__)
 
 
-def to_rgb(image: np.ndarray) -> Optional[np.ndarray]:
+def to_rgb(image_bgr: np.ndarray) -> Optional[np.ndarray]:
     """BGR/gray/BGRA frame -> contiguous RGB uint8, or None for frames nothing can be found in."""
-    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
-        return None
-    if image.dtype != np.uint8:
-        image = np.clip(np.nan_to_num(image), 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        return None
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    bgr = as_three_channels(image_bgr)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def is_frontal(box: np.ndarray, landmarks: Optional[np.ndarray]) -> bool:
