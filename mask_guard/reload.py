@@ -7,6 +7,7 @@ overrides (``--source`` ...) stay in force.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from . import logs
@@ -15,7 +16,7 @@ from .tflite import ModelError
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("source", "faces", "mouths", "area", "tracker", "votes", "alerts", "counts", "service")
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if not f.metadata.get("internal"))
 
 
 def reload_config(d) -> bool:
@@ -33,10 +34,9 @@ def reload_config(d) -> bool:
         return False
     old = d.cfg
     try:
-        d.pipeline.reconfigure(new)
+        d.pipeline.reconfigure(new)  # loads any new model before it changes anything
     except ModelError as exc:
         log.error("reload: %s; keeping the running configuration", exc)
-        d.pipeline.reconfigure(old)
         d.notifier.ready(d._status_text())
         return False
     changed = [s for s in SECTIONS if getattr(new, s) != getattr(old, s)]

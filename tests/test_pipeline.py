@@ -12,12 +12,14 @@ import wave
 from datetime import datetime
 
 import numpy as np
+import pytest
 from mask_guard.alerts import Alerter, SoundPlayer
 from mask_guard.config import config_from_dict
 from mask_guard.counts import Counts
 from mask_guard.detections import FaceResult, Frame, Verdict
 from mask_guard.outcomes import Outcomes
 from mask_guard.pipeline import Pipeline, is_frontal
+from mask_guard.tflite import ModelError
 from mask_guard.votes import Decision
 
 FPS = 15.0
@@ -164,6 +166,16 @@ def test_a_reload_changing_tracker_and_vote_settings_keeps_people_their_ids_and_
     assert sorted(decisions.values()) == [Decision.MASK, Decision.NO_MASK]  # two ids: no stranger inherits one
     assert len(alerts) == 1
     assert totals["people"] == 2 and totals["unmasked"] == 1 and totals["masked"] == 1 and totals["alerts"] == 1
+
+
+def test_a_reload_naming_a_missing_model_changes_nothing_in_the_running_pipeline(tmp_path):
+    pipe = Pipeline(config_from_dict({}))  # the real models
+    before = (pipe.analyzer.faces, pipe.analyzer.mouths, pipe.analyzer.cfg, pipe.cfg, pipe.tracker.cfg)
+    bad = config_from_dict({"faces": {"min_face_px": 40}, "mouths": {"model": str(tmp_path / "gone.tflite")},
+                            "tracker": {"hit_counter_max": 7}})
+    with pytest.raises(ModelError, match="gone.tflite"):
+        pipe.reconfigure(bad)
+    assert (pipe.analyzer.faces, pipe.analyzer.mouths, pipe.analyzer.cfg, pipe.cfg, pipe.tracker.cfg) == before
 
 
 def test_frontal_rule_reads_the_eyes_and_nose():
