@@ -64,9 +64,9 @@ class FacesConfig:
 @dataclass
 class MouthsConfig:
     # thresholds from the hard camera-degraded validation split, with flip_tta mean
-    # (tools/mouth_val_report.py --degrade --hard --flip-tta mean --fa 0.045 --rule recall)
+    # (tools/training/mouth_val_report.py --degrade --hard --flip-tta mean --fa 0.045 --rule recall)
     model: str = _opt("mouth_nose.tflite", "mouth/nose detector (.tflite); a bare name is looked up in models/")
-    mouth_on: float = _opt(0.35, "mouth score >= this: mouth visible (no_mask); see tools/calibrate_mouth.py",
+    mouth_on: float = _opt(0.35, "mouth score >= this: mouth visible (no_mask); see tools/training/calibrate_mouth.py",
                            min=0.0, max=1.0)
     mouth_off: float = _opt(0.29, "mouth score < this: mouth covered", min=0.0, max=1.0)
     nose_on: float = _opt(0.675, "nose score >= this (mouth covered): mask_below_nose", min=0.0, max=1.0)

@@ -1,6 +1,6 @@
 """MTCNN face detector on TFLite: the ``mtcnn`` package's cascade in numpy + OpenCV, no TensorFlow.
 
-The nets are the package's own weights (exported by tools/export_mtcnn.py); the algorithm mirrors
+The nets are the package's own weights (exported by tools/training/export_mtcnn.py); the algorithm mirrors
 mtcnn 1.0.0 step by step so results match it (tests/test_faces.py checks that on real photos):
 
 * input normalized to ``(rgb - 127.5) / 128`` *before* resizing; pyramid levels resized with

@@ -1,6 +1,6 @@
 """Mouth and nose detector on MTCNN face crops (Tiny-YOLO on TFLite) and the per-frame verdict.
 
-The crop is part of the model's contract: the dataset builder (tools/build_mouth_dataset.py) and the
+The crop is part of the model's contract: the dataset builder (tools/training/build_mouth_dataset.py) and the
 daemon both call :func:`face_crop`, so the detector sees at run time exactly what it was trained on.
 
 Crop rule: a square centred on the MTCNN box centre, side = max(w, h) * ``CROP_MARGIN``, resized to

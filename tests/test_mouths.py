@@ -1,7 +1,7 @@
 """mask_guard.mouths: the face crop, the verdict rule, and the shipped TFLite models on real faces.
 
 Real images from the shared data folder ($MASK_GUARD_DATA, default ../shared/data); real models from
-models/. Keras-vs-TFLite parity needs TensorFlow and lives in tools/export_mouth.py.
+models/. Keras-vs-TFLite parity needs TensorFlow and lives in tools/training/export_mouth.py.
 """
 from __future__ import annotations
 

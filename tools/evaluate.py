@@ -12,11 +12,11 @@ MTCNN -> face crop -> mouth/nose model -> verdict), matches its faces to the ann
 * how with_incorrect_mask faces were called; ms per image (the CLI's own figure).
 
 With ``--label-fixes FILE`` (CSV: image,xmin,ymin,xmax,ymax,labelled,corrected,reason; e.g.
-tools/ilc2021_label_fixes.csv) a second table re-scores the same run with those annotation corrections;
+tools/training/ilc2021_label_fixes.csv) a second table re-scores the same run with those annotation corrections;
 the first table (the annotations as published) stays the primary figure.
 
     .venv/bin/python tools/evaluate.py ../shared/data/scenes/ilc2021 [--config c.yaml] [--json out.json]
-        [--sheet [.cache/mouth/worst_errors.jpg]] [--markdown] [--label-fixes tools/ilc2021_label_fixes.csv]
+        [--sheet [.cache/mouth/worst_errors.jpg]] [--markdown] [--label-fixes tools/training/ilc2021_label_fixes.csv]
 
 The contact sheet shows faces from the evaluation photos: it is written outside the repository
 (default .cache/mouth/, git-ignored) and refused anywhere else inside it.

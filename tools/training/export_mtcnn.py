@@ -1,6 +1,6 @@
 """Export the ``mtcnn`` package's P-Net, R-Net and O-Net to float32 TFLite models.
 
-Usage: python tools/export_mtcnn.py [--out models/]
+Usage: python tools/training/export_mtcnn.py [--out models/]
 
 The weights are the ones shipped in the mtcnn wheel (site-packages/mtcnn/assets/weights/*.lz4,
 joblib) loaded into the package's own Keras classes, so our runtime cascade (mask_guard/faces.py)
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # name -> input shape without the (dynamic) batch dimension
 NETS = {

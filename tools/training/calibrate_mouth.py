@@ -3,7 +3,7 @@
 
 Usage:
   python tools/evaluate.py --half dev --json .cache/mouth/eval_dev.json
-  python tools/calibrate_mouth.py .cache/mouth/eval_dev.json [--fa40 2.0 --fa24 5.0]
+  python tools/training/calibrate_mouth.py .cache/mouth/eval_dev.json [--fa40 2.0 --fa24 5.0]
 
 Rule (fixed before looking at the test half): the lowest threshold on a 0.05 grid whose false alarms
 on masked faces (a masked face found and scored mouth >= threshold) stay within the issue's targets,

@@ -9,7 +9,7 @@ and source images never seen in training; the evaluation scenes are not used her
 * UTKFace subgroups (age band, gender, ethnicity from the note column): mouth recall per group;
 * MTCNN's find rate per source (from the build step).
 
-    .venv/bin/python tools/mouth_val_report.py [--model models/mouth_nose.tflite] [--json out.json]
+    .venv/bin/python tools/training/mouth_val_report.py [--model models/mouth_nose.tflite] [--json out.json]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--degrade", action="store_true",
                     help="score camera-degraded copies of the validation crops (blur, small faces, JPEG, "
-                         "light, tilt, box jitter: tools/mouth_augment.py, fixed seed) instead of clean ones")
+                         "light, tilt, box jitter: tools/training/mouth_augment.py, fixed seed) instead of clean ones")
     ap.add_argument("--hard", action="store_true", help="with --degrade: the stronger scene-miss augmentation "
                     "(turned/tilted heads, loose boxes, harder blur, occluders at the mouth edge)")
     ap.add_argument("--flip-tta", default="off", choices=["off", "mean", "max"], help="mouths.flip_tta to score with")

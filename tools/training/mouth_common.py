@@ -4,11 +4,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from datapaths import data_dir  # noqa: F401  (the one data lookup; tools/ is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/: the one data lookup
+from datapaths import data_dir  # noqa: E402,F401
 from mask_guard.config import FacesConfig, PROJECT_ROOT
 from mask_guard.detections import Detections
 
@@ -90,7 +92,7 @@ EXCLUDE = CACHE / "exclude.json"
 
 
 def load_meta() -> list[dict]:
-    """Dataset rows; rows listed in exclude.json (tools/mouth_clean.py) get kind 'excluded'."""
+    """Dataset rows; rows listed in exclude.json (tools/training/mouth_clean.py) get kind 'excluded'."""
     import json
 
     rows = json.loads((CACHE / "dataset_meta.json").read_text())["rows"]

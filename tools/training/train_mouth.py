@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the Tiny-YOLO mouth/nose detector on .cache/mouth/dataset.npz (tools/build_mouth_dataset.py).
+"""Train the Tiny-YOLO mouth/nose detector on .cache/mouth/dataset.npz (tools/training/build_mouth_dataset.py).
 
 CPU only (set --threads to what you may use). Each epoch draws --samples augmented training crops,
 then scores the validation split on the daemon's exact crops (no augmentation) and logs:
@@ -8,7 +8,7 @@ loss parts, face-level mouth recall on unmasked faces, mouth false positives on 
 validation figure is kept.  Writes .cache/mouth/run/ (weights, anchors) and, with --models,
 models/mouth_nose_training.csv + .png.
 
-    .venv/bin/python tools/train_mouth.py --epochs 12 --threads 2
+    .venv/bin/python tools/training/train_mouth.py --epochs 12 --threads 2
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = np.load(CACHE / "dataset.npz")
-    meta = load_meta()  # rows excluded by tools/mouth_clean.py have kind 'excluded'
+    meta = load_meta()  # rows excluded by tools/training/mouth_clean.py have kind 'excluded'
     split = np.array([m["split"] for m in meta])
     kinds = np.array([m["kind"] for m in meta])
     src = np.array([m["source"] for m in meta])

@@ -7,7 +7,7 @@ label them 'no mouth'. A first model scores every masked-labelled face; those wi
 >= --threshold are written to .cache/mouth/exclude.json and dropped from training and from the
 validation figures (kind 'excluded'). Look at the sheet it writes before trusting it.
 
-    .venv/bin/python tools/mouth_clean.py --model models/mouth_nose_float32.tflite
+    .venv/bin/python tools/training/mouth_clean.py --model models/mouth_nose_float32.tflite
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export the trained mouth/nose detector to TFLite (float32 and full-integer int8) and check parity.
 
-    .venv/bin/python tools/export_mouth.py [--run .cache/mouth/run] [--weights best] [--default int8]
+    .venv/bin/python tools/training/export_mouth.py [--run .cache/mouth/run] [--weights best] [--default int8]
 
 Writes models/mouth_nose_float32.tflite, models/mouth_nose_int8.tflite and models/mouth_nose.tflite
 (a copy of --default), then loads each with the project's loader (ai_edge_litert) through
