@@ -8,6 +8,12 @@ On Python >= 3.12 simpleaudio 1.0.4 is known to crash the interpreter once a sou
 (hamiltron/py-simple-audio#72), and Raspberry Pi OS Trixie ships 3.13: there each alert plays in a
 short-lived child process (``mask_guard.play_sound``), so a crash there can never take the daemon down.
 The child also keeps the daemon clear of an ALSA open that waits for a card another program holds.
+
+Time: every rule here (cooldown, re-alert, quiet hours, one sound at a time) reads one clock. The
+daemon passes its ``FrameClock`` (clock.py): the wall clock for live cameras, the video's own clock
+for a file read frame by frame, so a clip gives the same alerts on a slow machine as on a fast one.
+On the video's clock a sound counts as playing for its length in video time, and an alert due while
+the device still plays the previous one (a fast machine compresses the clip) cuts that one short.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from .clock import FrameClock
 from .config import AlertsConfig, resource_path
 
 log = logging.getLogger(__name__)
@@ -62,10 +69,12 @@ class SoundPlayer:
     """Plays one WAV without blocking the caller; one play at a time; never raises from ``play``."""
 
     def __init__(self, path: Union[str, Path], retry_s: float = RETRY_S,
-                 clock: Callable[[], float] = time.monotonic, isolate: Optional[bool] = None):
+                 clock: Callable[[], float] = time.monotonic, isolate: Optional[bool] = None,
+                 video_time: Callable[[], bool] = lambda: False):
         self.path = Path(path)
         self.retry_s = retry_s
         self._clock = clock
+        self._video_time = video_time  # True: ``clock`` is a video's, not the device's (see the module doc)
         self.isolate = ISOLATE_DEFAULT if isolate is None else isolate  # play in a child process
         self._handle = None  # simpleaudio.PlayObject of the current/last play
         self._child: Optional[subprocess.Popen] = None  # the current/last child player (isolate)
@@ -100,7 +109,11 @@ class SoundPlayer:
     def playing(self) -> bool:
         """True while the sound plays: for the sound's length since it started (simpleaudio sets its
         own flag a moment after ``play_buffer`` returns, and a child may end early), then while the
-        child runs or simpleaudio's flag says so."""
+        child runs or simpleaudio's flag says so. On a video's clock: for the sound's length only."""
+        if self._video_time():
+            if self._child is not None and self._child.poll() is not None:
+                self._reap_child()  # its verdict on the sound card still counts
+            return self._wav is not None and self._clock() - self._started < self._wav.duration_s
         if self._child is not None and self._reap_child():
             return True
         if self._wav is not None and self._clock() - self._started < self._wav.duration_s:
@@ -144,6 +157,8 @@ class SoundPlayer:
         if self.playing:
             return False  # one alert at a time: overlapping chimes are noise
         w = self._wav
+        if self._video_time():
+            self._cut()  # the device may still play the last one: video time runs faster than the wall's
         self.attempts += 1
         try:
             if self.isolate:
@@ -160,6 +175,13 @@ class SoundPlayer:
             log.info("sound output works again")
         self.available, self.error = True, ""
         return True
+
+    def _cut(self) -> None:
+        """End a sound the device still plays (without forgetting when it started)."""
+        started = self._started
+        if (self._child is not None and self._child.poll() is None) or self._handle is not None:
+            self.stop()
+        self._started = started
 
     def stop(self) -> None:
         try:
@@ -236,13 +258,20 @@ class AlertPolicy:
 
 
 class Alerter:
-    """Policy + player: ``on_no_mask(track_id)`` plays the alert if allowed; True when it played."""
+    """Policy + player: ``on_no_mask(track_id)`` plays the alert if allowed; True when it played.
+
+    ``clock`` (the daemon's ``FrameClock``) replaces ``now`` and ``mono``, for the player it makes too.
+    """
 
     def __init__(self, cfg: AlertsConfig, player: Optional[SoundPlayer] = None,
-                 now: Callable[[], datetime] = datetime.now, mono: Callable[[], float] = time.monotonic):
+                 now: Callable[[], datetime] = datetime.now, mono: Callable[[], float] = time.monotonic,
+                 clock: Optional[FrameClock] = None):
         self.policy = AlertPolicy(cfg)
+        if clock is not None:
+            now, mono = clock.now, clock.mono
         if player is None and cfg.enabled:
-            player = SoundPlayer(resource_path(cfg.sound, "sounds"))
+            video = (lambda: clock.video) if clock is not None else (lambda: False)
+            player = SoundPlayer(resource_path(cfg.sound, "sounds"), clock=mono, video_time=video)
         self.player = player
         self._now, self._mono = now, mono
         self.played = 0

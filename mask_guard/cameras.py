@@ -19,7 +19,7 @@ import cv2
 
 from .config import SourceConfig
 from .detections import Frame
-from .sources import FrameSource, SourceError, _describe, _ThreadedSource, normalize_image
+from .source_base import FrameSource, SourceError, _describe, _ThreadedSource, normalize_image
 
 log = logging.getLogger(__name__)
 

@@ -133,7 +133,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
         for f in faces:
             verdicts[f.verdict.value] = verdicts.get(f.verdict.value, 0) + 1
             box = ", ".join(f"{v:.0f}" for v in f.box)
-            _out(f"  [{box}]  face {f.score:.2f}  mouth {f.mouth:.2f}  nose {f.nose:.2f}  -> {f.verdict.value}")
+            _out(f"  [{box}]  face {f.score:.2f}  mouth {f.mouth:.2f}  nose {f.nose:.2f}  mask {f.mask:.2f}  -> {f.verdict.value}")
     if not a.json:
         if n_images + n_errors == 0:
             print("no images found", file=sys.stderr)
@@ -182,7 +182,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
     print(f"  source      {cfg.source.uri} ({cfg.source.width}x{cfg.source.height} @ {cfg.source.fps:g} fps)")
     print(f"  faces       min {cfg.faces.min_face_px} px, thresholds {cfg.faces.thresholds}")
     print(f"  mouths      {resource_path(cfg.mouths.model, 'models')} (mouth on/off {cfg.mouths.mouth_on}/"
-          f"{cfg.mouths.mouth_off}, nose on/off {cfg.mouths.nose_on}/{cfg.mouths.nose_off})")
+          f"{cfg.mouths.mouth_off}, nose on {cfg.mouths.nose_on}, mask on {cfg.mouths.mask_on})")
     print(f"  votes       decide after {cfg.votes.decide_after}, below-nose counts as {cfg.votes.count_below_nose_as}")
     quiet = f", quiet {cfg.alerts.quiet_start}-{cfg.alerts.quiet_end}" if cfg.alerts.quiet_start else ""
     print(f"  alerts      {'on' if cfg.alerts.enabled else 'off'}, {sound}, cooldown {cfg.alerts.cooldown_s:g} s{quiet}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +42,37 @@ _HHMM_DOC = "HH:MM (00:00 to 23:59)"  # what the error message shows instead of 
 class SourceConfig:
     uri: str = _opt("auto", "'auto' (Pi camera if present, else webcam 0), 'picamera', a webcam index "
                     "('0'), a video file or a stream URL (rtsp://, http://)")
-    width: int = _opt(640, "requested frame width (px)", min=32, max=8192)
-    height: int = _opt(480, "requested frame height (px)", min=32, max=8192)
+    width: int = _opt(640, "requested frame width (px); a larger frame (a 720p webcam, a file) is scaled down "
+                      "once to fit width x height for face detection (boxes and mouth crops stay full size)",
+                      min=32, max=8192)
+    height: int = _opt(480, "requested frame height (px); see width", min=32, max=8192)
     fps: float = _opt(30.0, "requested camera frame rate", min=1, max=240)
     realtime: bool = _opt(True, "true: always take the newest frame (drop older ones); false: read a "
-                          "video file frame by frame in order (tests, evaluation)")
+                          "video file frame by frame in order, timed by the video's own clock (tests, evaluation)")
     loop: bool = _opt(False, "restart a video file at its end (soak tests, demos)")
     retry_initial_s: float = _opt(1.0, "first wait before reopening a lost camera", min=0.01, max=600)
     retry_max_s: float = _opt(30.0, "longest wait between reopen attempts (doubling backoff)", min=0.01, max=3600)
+
+
+@dataclass
+class MotionConfig:
+    """The motion gate (motion.py): the face detector rests while nothing moves and nobody is tracked."""
+
+    enabled: bool = _opt(True, "skip face detection on frames without motion while nobody is tracked (an empty "
+                         "entrance then costs a few % of a core instead of a whole one); false: detect on every frame")
+    max_idle_s: float = _opt(2.0, "detect at least this often anyway, so a person standing perfectly still is "
+                             "found too", min=0.1, max=60)
+    frame_height: int = _opt(120, "rows of the grayscale copy compared (px): small is cheap and averages sensor "
+                             "noise away; a face at min_face_px is still a few pixels", min=24, max=1080)
+    threshold: float = _opt(20.0, "grey levels (0-255) a pixel of the copy must change by to count: above "
+                            "averaged sensor noise and JPEG flicker", min=1, max=255)
+    min_area: float = _opt(0.002, "share of the copy that must change to be motion (a person far away changes "
+                           "about 1 %)", min=0.0, max=1.0)
+    relearn_area: float = _opt(0.5, "a change this large at once, after matching the brightness, is a new scene "
+                               "(lights, exposure): the background is re-learnt and the detector looks once",
+                               min=0.01, max=1.0)
+    learn_s: float = _opt(2.0, "time constant of the background (s): it follows slow light drift and forgets "
+                          "a person who left within a few seconds", min=0.1, max=600)
 
 
 @dataclass
@@ -59,6 +83,9 @@ class FacesConfig:
                             item=float, min=0.0, max=1.0)
     scale_factor: float = _opt(0.709, "image pyramid scale step", min=0.3, max=0.95)
     num_threads: int = _opt(2, "TFLite threads for MTCNN", min=1, max=16)
+    # The package's R-/O-Net drop ~1 in 4 masked faces (tools/training/mtcnn_stages.py); see MTCNN_MODEL_CARD.md.
+    weights: str = _opt("stock", "MTCNN nets: masks (R-/O-Net fine-tuned on masked faces, models/mtcnn_masks_*) "
+                        "or stock (the mtcnn package's)", choices=["stock", "masks"])
 
 
 @dataclass
@@ -70,7 +97,8 @@ class MouthsConfig:
                            min=0.0, max=1.0)
     mouth_off: float = _opt(0.29, "mouth score < this: mouth covered", min=0.0, max=1.0)
     nose_on: float = _opt(0.675, "nose score >= this (mouth covered): mask_below_nose", min=0.0, max=1.0)
-    nose_off: float = _opt(0.34, "nose score < this: nose covered", min=0.0, max=1.0)
+    mask_on: float = _opt(0.5, "mask score >= this (mouth below mouth_off): a mask is seen; neither a mouth nor a "
+                          "mask seen is unsure and never votes", min=0.0, max=1.0)
     num_threads: int = _opt(1, "TFLite threads for the mouth model", min=1, max=16)
     flip_tta: str = _opt("mean", "also score each face crop mirrored (same batch, ~0.6 ms more per face) and "
                          "combine the two scores", choices=["off", "mean", "max"])
@@ -115,6 +143,20 @@ class AlertsConfig:
     quiet_start: str = _opt("", "start of quiet hours, HH:MM (empty: none)", pattern=_HHMM, format=_HHMM_DOC,
                             allow_empty=True)
     quiet_end: str = _opt("", "end of quiet hours, HH:MM", pattern=_HHMM, format=_HHMM_DOC, allow_empty=True)
+    command: str = _opt("", "program run at each alert (split like a shell line, run without one), with "
+                        "MASK_GUARD_PERSON, MASK_GUARD_TIME (ISO 8601) and MASK_GUARD_FRAME in its environment; "
+                        "empty: none")
+    command_timeout_s: float = _opt(10.0, "a command still running after this is killed (it never holds up "
+                                    "detection)", min=0.1, max=3600)
+
+
+@dataclass
+class OutputsConfig:
+    """A lamp, buzzer or relay beside the speaker (gpiozero)."""
+
+    gpio_pin: int = _opt(0, "BCM GPIO number switched on at each alert, 2-27; 0: none", min=0, max=27)
+    gpio_on_s: float = _opt(3.0, "seconds the output stays on per alert", min=0.05, max=3600)
+    gpio_active_high: bool = _opt(True, "true: on is 3.3 V; false: on is 0 V (relay boards that switch on low)")
 
 
 @dataclass
@@ -135,16 +177,42 @@ class ServiceConfig:
 
 
 @dataclass
+class MqttConfig:
+    """State, events and Home Assistant discovery on an MQTT broker (mqtt.py); needs network sockets in the unit."""
+
+    enabled: bool = _opt(False, "publish to an MQTT broker (the unit needs deploy/install.sh --network)")
+    host: str = _opt("localhost", "broker host name or address")
+    port: int = _opt(0, "broker port; 0: 1883, or 8883 with tls", min=0, max=65535)
+    topic: str = _opt("", "base topic (availability, state, event below it); empty: mask-guard/<hostname>",
+                      pattern=r"^[^#+\s]*[^#+\s/]$", format="a topic without +, #, spaces or a trailing /",
+                      allow_empty=True)
+    username: str = _opt("", "user name at the broker; empty: anonymous")
+    password_file: str = _opt("", "file whose first line is the password (kept out of this file, so it never "
+                              "shows in logs, status or check-config)")
+    tls: str = _opt("", "CA certificate (PEM) the broker's certificate must be signed by; set: TLS")
+    client_id: str = _opt("", "MQTT client id; empty: mask-guard-<hostname>")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant discovery prefix; empty: no discovery messages")
+    keepalive_s: int = _opt(30, "ping interval; the broker publishes the last will ('offline') after 1.5x this "
+                            "without a word", min=5, max=3600)
+    queue_size: int = _opt(1000, "events kept in memory while the broker is unreachable; beyond it the oldest "
+                           "are dropped (and counted)", min=1, max=1000000)
+    retry_max_s: float = _opt(60.0, "longest wait between reconnect attempts (doubling from 1 s)", min=0.1, max=3600)
+
+
+@dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     mouths: MouthsConfig = field(default_factory=MouthsConfig)
     area: AreaConfig = field(default_factory=AreaConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     votes: VotesConfig = field(default_factory=VotesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
     counts: CountsConfig = field(default_factory=CountsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     path: Optional[str] = field(default=None, metadata={"internal": True})  # the file it came from
 
 
@@ -219,12 +287,20 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
     m = cfg.mouths
     if m.mouth_off > m.mouth_on:
         errors.append(f"mouths.mouth_off: {m.mouth_off} is above mouths.mouth_on ({m.mouth_on}), must be <=")
-    if m.nose_off > m.nose_on:
-        errors.append(f"mouths.nose_off: {m.nose_off} is above mouths.nose_on ({m.nose_on}), must be <=")
     if cfg.source.retry_max_s < cfg.source.retry_initial_s:
         errors.append(f"source.retry_max_s: {cfg.source.retry_max_s} is below source.retry_initial_s, must be >=")
     if bool(cfg.alerts.quiet_start) != bool(cfg.alerts.quiet_end):
         errors.append("alerts.quiet_start / alerts.quiet_end: set both or neither")
+    try:
+        shlex.split(cfg.alerts.command)
+    except ValueError as exc:
+        errors.append(f"alerts.command: {cfg.alerts.command!r} cannot be split into arguments: {exc}")
+    if cfg.outputs.gpio_pin == 1:
+        errors.append("outputs.gpio_pin: 1 is reserved (HAT ID EEPROM), use 2-27 or 0 for none")
+    if cfg.mqtt.enabled and not cfg.mqtt.host.strip():
+        errors.append("mqtt.host: empty, but mqtt.enabled is true")
+    if cfg.mqtt.password_file and not cfg.mqtt.username:
+        errors.append("mqtt.password_file: set, but mqtt.username is empty")
 
 
 def config_from_dict(data: Any, path: Optional[str] = None) -> Config:

@@ -5,9 +5,10 @@ Signals are handled by a thread (signals.py) even while the main thread is insid
 ``invoke()``: a SIGTERM always gets ``STOPPING=1`` and an exit within ``STOP_GRACE_S`` (counts
 saved), mid-frame too.
 
-Watchdog: ``WATCHDOG=1`` comes only from the frame loop, and only while frames arrive or a lost
-camera has been down less than ``service.camera_lost_restart_s``: a hung model or a camera that
-never returns lets systemd's watchdog restart the service.
+Watchdog: ``WATCHDOG=1`` comes only from the frame loop: while frames arrive (the motion gate resting
+or not), while waiting for a camera that never delivered yet (READY=1 says so), and while a lost camera
+has been down less than ``service.camera_lost_restart_s``. A hung model or a camera lost for longer lets
+systemd's watchdog restart the service. The camera/watchdog rules and usage figures live in health.py.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import __version__, logs
+from . import __version__, health, logs
+from .clock import FrameClock
 from .config import Config
 from .detections import Frame
 from .notify import Notifier
@@ -35,7 +37,6 @@ EXIT_OK, EXIT_ERROR, EXIT_MODEL, EXIT_CONFIG = 0, 1, 66, 78
 STOP_GRACE_S = 1.2  # after SIGTERM the loop gets this long before the process exits regardless
 HARD_EXIT_S = 1.85  # ... and this long before it is ended without Python (exit code 1, tracebacks logged)
 READ_TIMEOUT_S = 0.25  # the loop notices stop/reload requests at least this often
-STALL_S = 5.0  # no frame for this long: the camera counts as not delivering
 SAVE_EVERY_S = 5.0  # counts are written at most this often (and on exit)
 SUMMARY_EVERY_S = 3600.0
 MAX_FRAME_ERRORS = 100  # consecutive failing frames before the service gives up (systemd restarts it)
@@ -51,15 +52,6 @@ class RunOptions:
     max_frames: Optional[int] = None
     preview: bool = False
     log_level: Optional[str] = None
-
-
-class _Hour:
-    """What happened since the last hourly summary."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.frames = self.people = self.masked = self.unmasked = self.alerts = self.errors = 0
-        self.camera_down_s = 0.0
 
 
 class Daemon:
@@ -85,7 +77,11 @@ class Daemon:
         self.camera_down_since: Optional[float] = None
         self._latest: Optional[tuple] = None  # (Frame, FrameResult) for snapshots
         self._in_frame: Optional[int] = None  # frame index being processed, for the stop log line
-        self._hour = _Hour()
+        self._hour = health.Hour()
+        self._usage = health.Usage()  # since the last status update: the detector's share, the CPU
+        self.usage_pct = (0.0, 0.0)  # (% of frames detected, % of a core) of the last status interval
+        self.detector = "starting"  # idle / active / always on (health.detector_state)
+        self.clock = FrameClock()  # alert rules' time: a file's own clock when read in order (clock.py)
         self._fps_mark = (time.monotonic(), 0)
         self._next_status = self._next_save = 0.0
         self._preview: Optional[Preview] = None
@@ -148,6 +144,7 @@ class Daemon:
 
     def _run(self, log_kind: str) -> int:
         from .outcomes import Outcomes
+        from .outputs import Outputs
         from .pipeline import Pipeline
         from .sources import SourceError, open_source
 
@@ -163,7 +160,7 @@ class Daemon:
             self.notifier.status(f"failed: {exc}")
             return EXIT_MODEL
         log.info("models loaded in %.2f s", time.monotonic() - t0)
-        self.outcomes = Outcomes(self._make_alerter(cfg), self._make_counts(cfg))
+        self.outcomes = Outcomes(self._make_alerter(cfg), self._make_counts(cfg), Outputs(cfg, self.status))
         self._start_control(cfg)
         if self.stop_event.is_set():
             return self._shutdown(EXIT_OK)
@@ -191,7 +188,7 @@ class Daemon:
         if not cfg.alerts.enabled:
             log.info("alerts disabled in the config")
             return None
-        alerter = Alerter(cfg.alerts)
+        alerter = Alerter(cfg.alerts, clock=self.clock)
         player = alerter.player
         if player is not None and player.available:
             log.info("alert sound %s ready", player.path)
@@ -235,10 +232,10 @@ class Daemon:
                         return EXIT_ERROR
                     log.info("end of input (%s) after %d frames", self.source.name, self.frames)
                     break
-                self._no_frame(now)
+                health.no_frame(self, now)
                 self._periodic(now)
                 continue
-            self._frame_arrived(now)
+            health.frame_arrived(self, now)
             if not self._process(frame):
                 if self.frame_errors >= MAX_FRAME_ERRORS:
                     log.error("%d frames in a row failed; giving up (systemd restarts the service)",
@@ -264,6 +261,7 @@ class Daemon:
         self._in_frame = frame.index
         try:
             result = self.pipeline.process(frame)
+            self.clock.tick(frame)
             with self.state_lock:
                 alerted = self.outcomes.apply(result)
         except Exception:
@@ -280,41 +278,14 @@ class Daemon:
             else (time.perf_counter() - t0) * 1e3
         self._latest = (frame, result)
         h = self._hour
-        h.frames += 1
+        h.count(result.detected)
+        self._usage.count(result.detected)
+        self.detector = health.detector_state(result.why)
         h.people += len(result.new_people)
         h.masked += sum(c.new.value == "mask" for c in result.changes)
         h.unmasked += sum(c.new.value == "no_mask" for c in result.changes)
         h.alerts += len(alerted)
         return True
-
-    def _frame_arrived(self, now: float) -> None:
-        if self.camera_down_since is not None:
-            down = now - self.camera_down_since
-            self._hour.camera_down_s += now - max(self.camera_down_since, self._hour.start)
-            log.info("camera: frames flowing again after %.1f s", down)
-            self.camera_down_since = None
-        elif self.last_frame_at is None:
-            log.info("camera ok: first frame after %.2f s", now - self.started_at)
-        self.last_frame_at = now
-        self.state = "running"
-
-    def _no_frame(self, now: float) -> None:
-        """No frame this time: note a stalled camera; feed the watchdog only within the allowed downtime."""
-        since = self.last_frame_at if self.last_frame_at is not None else self.started_at
-        stall = min(STALL_S, self.cfg.service.camera_lost_restart_s / 2)
-        if now - since >= stall and self.camera_down_since is None:
-            self.camera_down_since = since
-            st = self.source.stats()
-            log.warning("camera: no frame for %.0f s from %s%s", now - since, self.source.name,
-                        f" ({st['last_error']})" if st.get("last_error") else "")
-            self.state = "camera_lost" if self.last_frame_at is not None else "waiting_for_camera"
-        if now - since < self.cfg.service.camera_lost_restart_s:
-            self.notifier.watchdog()
-            self._watchdog_given_up = False
-        elif not self._watchdog_given_up:
-            self._watchdog_given_up = True
-            log.error("camera: no frame for %.0f s; no longer feeding the watchdog so systemd restarts "
-                      "the service", now - since)
 
     def _periodic(self, now: float) -> None:
         if now >= self._next_status:
@@ -323,6 +294,7 @@ class Daemon:
             if now > t_mark:
                 self.fps = (self.frames - f_mark) / (now - t_mark)
             self._fps_mark = (now, self.frames)
+            self.usage_pct, self._usage = (self._usage.detected_pct, self._usage.cpu_pct(now)), health.Usage()
             text = self._status_text()
             self.notifier.status(text)
             log.debug("status: %s", text)
@@ -333,15 +305,7 @@ class Daemon:
             with self.state_lock:
                 self._save_counts()
         if now - self._hour.start >= SUMMARY_EVERY_S:
-            self._summary(now)
-
-    def _summary(self, now: float) -> None:
-        h = self._hour
-        down = h.camera_down_s + (now - max(self.camera_down_since, h.start) if self.camera_down_since else 0.0)
-        log.info("last hour: %d people, %d decided masked, %d unmasked, %d alerts; %d frames (%.1f fps), "
-                 "camera down %.0f s, %d failed frames", h.people, h.masked, h.unmasked, h.alerts, h.frames,
-                 h.frames / max(now - h.start, 1e-9), down, h.errors)
-        self._hour = _Hour()  # a camera still down counts into the next hour from its start
+            health.summary(self, now)
 
     # --- counts --------------------------------------------------------------------------------
 
@@ -361,9 +325,7 @@ class Daemon:
             counts.save()  # never raises: a full disk logs one warning and is tried again next time
 
     def _status_text(self) -> str:
-        cam = "camera ok" if self.camera_down_since is None and self.last_frame_at is not None else \
-            "camera LOST" if self.last_frame_at is not None else "waiting for camera"
-        return status_line(self.fps, self.today(), cam)
+        return status_line(self.fps, self.today(), health.camera_text(self), health.detector_text(self))
 
     # --- control socket handlers (control thread) ----------------------------------------------
 
@@ -390,8 +352,7 @@ class Daemon:
         if self.outcomes is not None:
             with self.state_lock:
                 self._save_counts()
-            if self.outcomes.alerter is not None:
-                self.outcomes.alerter.close()
+            self.outcomes.close()  # the alerter; MQTT's last state and 'offline'; the GPIO pin off
         if self._preview is not None:
             self._preview.close()
         log.info("stopped after %d frames (%.1f s up, shutdown %.2f s), exit code %d", self.frames,

@@ -13,12 +13,12 @@ import numpy as np
 
 
 class Verdict(str, enum.Enum):
-    """Per-frame call on one face, from the mouth/nose scores."""
+    """Per-frame call on one face, from the mouth/nose/mask scores."""
 
     NO_MASK = "no_mask"  # mouth visible
-    MASK_BELOW_NOSE = "mask_below_nose"  # nose visible, mouth covered
-    MASK = "mask"  # neither visible
-    UNSURE = "unsure"  # a score between the thresholds
+    MASK_BELOW_NOSE = "mask_below_nose"  # a mask seen, mouth covered, nose visible
+    MASK = "mask"  # a mask seen, mouth covered
+    UNSURE = "unsure"  # neither a mouth nor a mask seen, or a score between the thresholds: no vote
 
 
 # MTCNN landmark order (same as the ``mtcnn`` package).
@@ -93,6 +93,7 @@ class FaceResult:
     mouth: float  # best mouth confidence in the crop (0 if none)
     nose: float  # best nose confidence in the crop (0 if none)
     verdict: Verdict
+    mask: float = 0.0  # best mask confidence in the crop (0 if none)
     votes: bool = True  # False when outside the area, too small or not frontal
     track_id: Optional[int] = None
 
@@ -102,6 +103,7 @@ class FaceResult:
             "score": round(float(self.score), 4),
             "mouth": round(float(self.mouth), 4),
             "nose": round(float(self.nose), 4),
+            "mask": round(float(self.mask), 4),
             "verdict": self.verdict.value,
         }
 

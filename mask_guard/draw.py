@@ -48,7 +48,7 @@ def annotate(image_bgr: np.ndarray, result: FrameResult, fps: float | None = Non
         thickness = 2 if face.votes else 1  # thin box: this face does not vote (margin, size, profile)
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, thickness)
         _label(img, text, x1, y1 - 2, colour)
-        _label(img, f"m{face.mouth:.2f} n{face.nose:.2f}", x1, y2 + 16, colour)
+        _label(img, f"m{face.mouth:.2f} n{face.nose:.2f} k{face.mask:.2f}", x1, y2 + 16, colour)
     status = f"frame {result.frame.index}  faces {len(result.faces)}"
     if fps is not None:
         status += f"  {fps:.1f} fps"

@@ -41,6 +41,13 @@ from .tflite import ModelError, load_interpreter
 log = logging.getLogger(__name__)
 
 PNET, RNET, ONET = "mtcnn_pnet.tflite", "mtcnn_rnet.tflite", "mtcnn_onet.tflite"
+# faces.weights -> (P-Net, R-Net, O-Net) files: the package's nets, or R-/O-Net fine-tuned on masked faces
+# (tools/training/mtcnn_train.py; same architectures, same cascade). P-Net stays stock: it loses ~2% of
+# masked faces, R-Net and O-Net ~20% (tools/training/mtcnn_stages.py).
+WEIGHTS = {
+    "stock": (PNET, RNET, ONET),
+    "masks": (PNET, "mtcnn_masks_rnet.tflite", "mtcnn_masks_onet.tflite"),
+}
 MIN_LEVEL_PX = 11  # smallest pyramid level P-Net runs on (one output cell); the package's limit too
 NMS_PNET_LEVEL, NMS_PNET_ALL, NMS_RNET, NMS_ONET = 0.5, 0.7, 0.7, 0.7
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # R-/O-Net batch sizes with a cached interpreter
@@ -169,9 +176,10 @@ class FaceDetector:
         self.max_side = max_side
         model_dir = Path(model_dir)
         threads = cfg.num_threads
-        self.pnet = _Net(model_dir / PNET, threads, PNET_CACHE)
-        self.rnet = _Net(model_dir / RNET, threads, len(BATCH_BUCKETS))
-        self.onet = _Net(model_dir / ONET, threads, len(BATCH_BUCKETS))
+        pnet, rnet, onet = WEIGHTS[getattr(cfg, "weights", "stock")]
+        self.pnet = _Net(model_dir / pnet, threads, PNET_CACHE)
+        self.rnet = _Net(model_dir / rnet, threads, len(BATCH_BUCKETS))
+        self.onet = _Net(model_dir / onet, threads, len(BATCH_BUCKETS))
         for net, widths in ((self.pnet, (4, 2)), (self.rnet, (4, 2)), (self.onet, (4, 10, 2))):
             for w in widths:
                 net.output_index(w)
@@ -197,18 +205,32 @@ class FaceDetector:
         boxes = bx.clip(boxes, w, h)
         return Detections(boxes=boxes, scores=scores, landmarks=lms)
 
+    def stages(self, image_rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """Debug hook (tools/training/mtcnn_stages.py): the (N, 5) box+score candidates after each step.
+
+        Keys: ``pnet`` (after P-Net and its NMS), ``rnet_pass`` / ``rnet`` (R-Net threshold passed,
+        before / after its NMS), ``onet_pass`` / ``onet`` (the same for O-Net). Frames up to max_side only.
+        """
+        rgb = as_three_channels(image_rgb)
+        trace: dict[str, np.ndarray] = {k: np.zeros((0, 5)) for k in ("pnet", "rnet_pass", "rnet", "onet_pass", "onet")}
+        if rgb is not None and min(rgb.shape[:2]) >= 12 and max(rgb.shape[:2]) <= self.max_side:
+            self._cascade(rgb, trace)
+        return trace
+
     # --- the three stages ----------------------------------------------------------------------
 
-    def _cascade(self, rgb: np.ndarray):
+    def _cascade(self, rgb: np.ndarray, trace: dict | None = None):
         norm = (rgb.astype(np.float32) - 127.5) * (1.0 / 128.0)  # exact same values as the package
         t1, t2, t3 = (float(t) for t in self.cfg.thresholds)
         cand = self._pnet(norm, t1)  # (N, 5) x1 y1 x2 y2 score, squared
+        if trace is not None:
+            trace["pnet"] = cand
         if not len(cand):
             return None
-        cand = self._rnet(norm, cand, t2)
+        cand = self._rnet(norm, cand, t2, trace)
         if not len(cand):
             return None
-        return self._onet(norm, cand, t3)
+        return self._onet(norm, cand, t3, trace)
 
     def _pnet(self, norm: np.ndarray, threshold: float) -> np.ndarray:
         h, w = norm.shape[:2]
@@ -245,17 +267,21 @@ class FaceDetector:
         h = b[:, 3] - b[:, 1] + 1
         return b + offsets.astype(np.float64) * np.stack([w, h, w, h], 1)
 
-    def _rnet(self, norm: np.ndarray, cand: np.ndarray, threshold: float) -> np.ndarray:
+    def _rnet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None) -> np.ndarray:
         patches = crop_and_resize(norm, cand[:, :4], 24)
         offsets, cls = self.rnet.run_batched(patches, 4, 2)
         out = np.column_stack([self._refine(cand, offsets), cls[:, 1].astype(np.float64)])
         out = out[out[:, 4] > threshold]
         out = out[bx.descending(out[:, 4])]
+        if trace is not None:
+            trace["rnet_pass"] = out.copy()
         out = out[bx.nms_any_higher(out[:, :4], NMS_RNET, "union")]
+        if trace is not None:
+            trace["rnet"] = out.copy()
         out[:, :4] = bx.square(out[:, :4])
         return out
 
-    def _onet(self, norm: np.ndarray, cand: np.ndarray, threshold: float):
+    def _onet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None):
         patches = crop_and_resize(norm, cand[:, :4], 48)
         offsets, lm, cls = self.onet.run_batched(patches, 4, 10, 2)
         # Landmarks are relative to the O-Net input box (before its own regression), "+1" sizes.
@@ -272,4 +298,7 @@ class FaceDetector:
         order = bx.descending(scores)
         boxes, scores, lms = boxes[order], scores[order], lms[order]
         keep = bx.nms_any_higher(boxes, NMS_ONET, "min")
+        if trace is not None:
+            trace["onet_pass"] = np.column_stack([boxes, scores])
+            trace["onet"] = trace["onet_pass"][keep]
         return boxes[keep], scores[keep], lms[keep]

@@ -1,4 +1,4 @@
-"""Mouth and nose detector on MTCNN face crops (Tiny-YOLO on TFLite) and the per-frame verdict.
+"""Mouth, nose and mask detector on MTCNN face crops (Tiny-YOLO on TFLite) and the per-frame verdict.
 
 The crop is part of the model's contract: the dataset builder (tools/training/build_mouth_dataset.py) and the
 daemon both call :func:`face_crop`, so the detector sees at run time exactly what it was trained on.
@@ -11,8 +11,11 @@ training faces cut from tight face photos. :func:`crop_window` gives the square 
 
 The TFLite model takes ``(B, S, S, 3)`` RGB scaled to 0..1 (float32, or int8/uint8 with the tensor's
 quantization parameters) and returns two tensors: boxes ``(B, N, 4)`` as centre-x, centre-y, width,
-height in crop fractions, and scores ``(B, N, 2)`` = objectness * class probability for
-[mouth, nose]. All decoding except NMS happens inside the model, so this file stays numpy-only.
+height in crop fractions, and scores ``(B, N, 3)`` = objectness * class probability for
+[mouth, nose, mask]. All decoding except NMS happens inside the model, so this file stays numpy-only.
+``mask`` is the covering over the lower face: the verdict needs positive evidence of a mask, so a crop
+that shows neither a mouth nor a mask (a false face, a bowed head's chin) is ``unsure`` and never votes.
+A legacy two-class model (mouth, nose) still loads; its mask score reads as 1 - mouth, the old rule.
 
 ``mouths.flip_tta`` (mean by default) scores every crop and its mirror image in one batch and averages
 the two: on the camera-degraded validation split it gains about a point of mouth recall at equal
@@ -35,8 +38,8 @@ from .tflite import ModelError, load_interpreter
 log = logging.getLogger(__name__)
 
 CROP_MARGIN = 1.25  # MTCNN boxes run brow to chin; the margin keeps a mask pulled onto the chin in view
-MOUTH, NOSE = 0, 1
-CLASS_NAMES = ("mouth", "nose")
+MOUTH, NOSE, MASK = 0, 1, 2
+CLASS_NAMES = ("mouth", "nose", "mask")
 
 
 # --- the crop ------------------------------------------------------------------------------------
@@ -75,19 +78,15 @@ def crop_to_image(boxes_crop: np.ndarray, face_box, size: int, margin: float = C
 
 # --- the verdict ---------------------------------------------------------------------------------
 
-def verdict(mouth: float, nose: float, cfg: MouthsConfig) -> Verdict:
-    """Mouth seen -> no_mask; mouth hidden and nose seen -> mask_below_nose; both hidden -> mask."""
+def verdict(mouth: float, nose: float, mask: float, cfg: MouthsConfig) -> Verdict:
+    """Mouth seen -> no_mask; mouth hidden and a mask seen -> mask_below_nose (nose seen) or mask;
+    anything else (no mouth and no mask seen, or a score between the thresholds) -> unsure."""
     if mouth >= cfg.mouth_on:
         return Verdict.NO_MASK
-    if mouth < cfg.mouth_off:
-        if nose >= cfg.nose_on:
-            return Verdict.MASK_BELOW_NOSE
-        if nose < cfg.nose_off:
-            return Verdict.MASK
+    if mouth < cfg.mouth_off and mask >= cfg.mask_on:
+        return Verdict.MASK_BELOW_NOSE if nose >= cfg.nose_on else Verdict.MASK
     return Verdict.UNSURE
 
-
-# --- NMS -----------------------------------------------------------------------------------------
 
 # --- the detector --------------------------------------------------------------------------------
 
@@ -107,9 +106,11 @@ class MouthDetector:
         self.input_size = int(self._in["shape"][1])
         outs = self._interp.get_output_details()
         by_dim = {int(o["shape"][-1]): o for o in outs}
-        if len(outs) != 2 or 4 not in by_dim or 2 not in by_dim:
-            raise ModelError(f"model file {self.path}: expected outputs boxes (.., 4) and scores (.., 2)")
-        self._box_out, self._score_out = by_dim[4], by_dim[2]
+        classes = [d for d in by_dim if d in (2, 3)]
+        if len(outs) != 2 or 4 not in by_dim or len(classes) != 1:
+            raise ModelError(f"model file {self.path}: expected outputs boxes (.., 4) and scores (.., 3)")
+        self.num_classes = classes[0]
+        self._box_out, self._score_out = by_dim[4], by_dim[self.num_classes]
         self._batch = int(self._in["shape"][0])
         self._can_batch = True
 
@@ -145,7 +146,7 @@ class MouthDetector:
         self._batch = n
 
     def raw(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run crops ``(B, S, S, 3)`` uint8 RGB -> boxes (B, N, 4) cxcywh fractions, scores (B, N, 2)."""
+        """Run crops ``(B, S, S, 3)`` uint8 RGB -> boxes (B, N, 4) cxcywh fractions, scores (B, N, C)."""
         crops = np.asarray(crops).reshape(-1, self.input_size, self.input_size, 3)
         if self._can_batch and len(crops) > 1:
             try:
@@ -164,18 +165,18 @@ class MouthDetector:
             boxes.append(self._read(self._box_out))
             scores.append(self._read(self._score_out))
         if not boxes:
-            return np.zeros((0, 1, 4), np.float32), np.zeros((0, 1, 2), np.float32)
+            return np.zeros((0, 1, 4), np.float32), np.zeros((0, 1, self.num_classes), np.float32)
         return np.concatenate(boxes), np.concatenate(scores)
 
     def detect_crop(self, crop: np.ndarray) -> Detections:
-        """Mouths and noses in one crop: boxes in crop pixels, class_ids 0=mouth 1=nose, after NMS."""
+        """Mouths, noses, masks in one crop: boxes in crop pixels, class_ids 0=mouth 1=nose 2=mask, after NMS."""
         if crop.shape[:2] != (self.input_size, self.input_size):
             crop = cv2.resize(crop, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA)
         b, s = self.raw(crop[None])
         b, s = b[0], s[0]
         xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], axis=1) * self.input_size
         out_boxes, out_scores, out_ids = [], [], []
-        for cls in (MOUTH, NOSE):
+        for cls in range(self.num_classes):
             sel = np.nonzero(s[:, cls] >= self.score_threshold)[0]
             if sel.size == 0:
                 continue
@@ -194,19 +195,21 @@ class MouthDetector:
         return np.stack([face_crop(image_rgb, b, self.input_size) for b in faces.boxes])
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
-        """``(N, 2)`` float32 [mouth, nose] of model-size crops, with ``cfg.flip_tta`` applied.
+        """``(N, 3)`` float32 [mouth, nose, mask] of model-size crops, with ``cfg.flip_tta`` applied.
 
         Flip TTA scores each crop and its mirror image in the same batch (mouths and noses are symmetric,
         the model's errors are not quite) and combines the two by mean or max."""
         crops = np.asarray(crops).reshape(-1, self.input_size, self.input_size, 3)
         n = len(crops)
         if n == 0:
-            return np.zeros((0, 2), np.float32)
+            return np.zeros((0, 3), np.float32)
         mode = getattr(self.cfg, "flip_tta", "off")
         if mode != "off":
             crops = np.concatenate([crops, crops[:, :, ::-1]])
         # the best box's score survives NMS unchanged, so the per-class maximum is the answer
         s = self.raw(crops)[1].max(axis=1).astype(np.float32)
+        if self.num_classes == 2:  # legacy model: no mouth found stood for a mask
+            s = np.concatenate([s, 1.0 - s[:, :1]], axis=1)
         if mode == "mean":
             return (s[:n] + s[n:]) * np.float32(0.5)
         if mode == "max":
@@ -214,7 +217,7 @@ class MouthDetector:
         return s
 
     def score_faces(self, image_rgb: np.ndarray, faces: Detections) -> np.ndarray:
-        """``(N, 2)`` float32: [best mouth confidence, best nose confidence] per face (0 if none)."""
+        """``(N, 3)`` float32: best [mouth, nose, mask] confidence per face (0 if none)."""
         if len(faces) == 0:
-            return np.zeros((0, 2), np.float32)
+            return np.zeros((0, 3), np.float32)
         return self.score_crops(self.crops(image_rgb, faces))

@@ -2,6 +2,12 @@
 
 ``Analyzer`` is the single-frame path (what ``mask-guard detect`` runs); ``Pipeline`` adds tracking
 and votes. Neither plays sounds nor writes files: the daemon applies the decisions (see outcomes.py).
+
+When it counts: a track becomes a *person* (``new_people``; people, masked, unmasked, in view) only when
+its votes first decide it, i.e. after ``votes.decide_after`` confident verdicts. A false face shows
+neither a mouth nor a mask, so it is ``unsure``, never votes and is never counted. A face box lying
+mostly inside a larger face box (this frame's, or a tracked face's) is a part of that face, such as
+the lower half of a bowed head: it is merged into it (no track, no vote), never a second person.
 """
 from __future__ import annotations
 
@@ -14,14 +20,20 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .boxes import area, iou
+from .clock import VIDEO_S
 from .config import Config, models_dir, resource_path
 from .detections import LEFT_EYE, NOSE, RIGHT_EYE, Detections, FaceResult, Frame
 from .faces import FaceDetector, as_three_channels
+from .motion import MotionGate
 from .mouths import MouthDetector, verdict
 from .tracker import Tracker
 from .votes import Decision, DecisionChange, VoteBook
 
 log = logging.getLogger(__name__)
+
+INNER_OVERLAP = 0.7  # this share of a face box inside another face box ...
+INNER_AREA = 0.6  # ... that is at least 1 / this larger: a part of that face, not a second face
 
 
 def to_rgb(image_bgr: np.ndarray) -> Optional[np.ndarray]:
@@ -57,26 +69,42 @@ class Analyzer:
         self.mouths = mouths or MouthDetector(cfg.mouths, resource_path(cfg.mouths.model, "models"))
         self.last_timings: dict[str, float] = {}
 
-    def analyze(self, image_bgr: np.ndarray) -> list[FaceResult]:
+    def analyze(self, image_bgr: np.ndarray, fit: Optional[tuple[int, int]] = None) -> list[FaceResult]:
+        """Faces with verdicts; ``fit`` (w, h): a larger frame is searched for faces at that size (see
+        ``detect_fitted``), the mouths on the full-size frame. Boxes are always in ``image_bgr``'s pixels."""
         t0 = time.perf_counter()
         rgb = to_rgb(image_bgr)
         if rgb is None:
             self.last_timings = {"faces_ms": 0.0, "mouths_ms": 0.0}
             return []
-        dets = self.faces.detect(rgb).finite()
+        dets = self.detect_fitted(rgb, fit)
         t1 = time.perf_counter()
-        scores = self.mouths.score_faces(rgb, dets) if len(dets) else np.zeros((0, 2), np.float32)
+        scores = self.mouths.score_faces(rgb, dets) if len(dets) else np.zeros((0, 3), np.float32)
         t2 = time.perf_counter()
         self.last_timings = {"faces_ms": (t1 - t0) * 1e3, "mouths_ms": (t2 - t1) * 1e3}
         out = []
         for i in range(len(dets)):
-            mouth, nose = float(scores[i, 0]), float(scores[i, 1])
+            mouth, nose, mask = (float(v) for v in scores[i, :3])
             out.append(FaceResult(
                 box=dets.boxes[i], score=float(dets.scores[i]),
                 landmarks=None if dets.landmarks is None else dets.landmarks[i],
-                mouth=mouth, nose=nose, verdict=verdict(mouth, nose, self.cfg.mouths),
+                mouth=mouth, nose=nose, mask=mask, verdict=verdict(mouth, nose, mask, self.cfg.mouths),
             ))
         return out
+
+    def detect_fitted(self, rgb: np.ndarray, fit: Optional[tuple[int, int]] = None) -> Detections:
+        """MTCNN faces in frame pixels. A frame larger than ``fit`` is area-downscaled once to fit it:
+        a 720p webcam costs what the configured 640x480 costs, and faces it could only find at full size
+        are smaller than the detector is configured to look for in a 640x480 view anyway."""
+        h, w = rgb.shape[:2]
+        s = 1.0 if fit is None else min(1.0, fit[0] / w, fit[1] / h)
+        if s >= 1.0:
+            return self.faces.detect(rgb).finite()
+        small = cv2.resize(rgb, (max(12, round(w * s)), max(12, round(h * s))), interpolation=cv2.INTER_AREA)
+        d = self.faces.detect(small).finite()
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        lms = None if d.landmarks is None else d.landmarks * np.array([sx, sy], np.float32)
+        return Detections(boxes=d.boxes * np.array([sx, sy, sx, sy], np.float32), scores=d.scores, landmarks=lms)
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a reloaded config; models are reloaded only when their settings changed.
@@ -96,10 +124,17 @@ class Analyzer:
 class FrameResult:
     frame: Frame
     faces: list[FaceResult]
-    new_people: list[int] = field(default_factory=list)  # track ids that became people this frame
+    new_people: list[int] = field(default_factory=list)  # track ids first decided this frame (counted people)
     changes: list[DecisionChange] = field(default_factory=list)
     tallies: dict[int, tuple[int, int, Decision]] = field(default_factory=dict)  # id -> (tally, votes, decision)
     timings: dict[str, float] = field(default_factory=dict)
+    detected: bool = True  # False: the motion gate let the face detector rest (no faces were looked for)
+    why: str = "off"  # why it ran: motion, track, idle_check, first, relearn; off: no gate; "": it rested
+
+    @property
+    def people_in_view(self) -> int:
+        """Decided people in view (undecided tracks are not people yet; see the module docstring)."""
+        return sum(1 for _, _, d in self.tallies.values() if d is not Decision.UNDECIDED)
 
 
 class Pipeline:
@@ -112,6 +147,8 @@ class Pipeline:
         self.votes = VoteBook(cfg.votes)
         self._known: set[int] = set()
         self._last_index: Optional[int] = None
+        self.gate = MotionGate(cfg.motion)
+        self._last_detect_t: Optional[float] = None  # frame time of the last detection (the gate's max_idle_s)
 
     def eligible(self, face: FaceResult, shape: tuple[int, int]) -> bool:
         """The street-camera rules: inside the margins, big enough, frontal."""
@@ -125,44 +162,86 @@ class Pipeline:
             return False
         return not a.frontal_only or is_frontal(face.box, face.landmarks)
 
+    def _why_detect(self, frame: Frame) -> str:
+        """Why the face detector runs on this frame, "" when it may rest (motion.py has the gate itself).
+
+        It runs on motion, while any track lives (candidates too: a face found once is confirmed or
+        dropped), on a new background, and at least every ``motion.max_idle_s`` of frame time."""
+        if not self.cfg.motion.enabled:
+            return "off"
+        t = frame.meta.get(VIDEO_S, frame.timestamp)  # a file's own clock when it has one
+        m = self.gate.check(frame.image, t)
+        objects = self.tracker.tracked_objects
+        live = objects() if callable(objects) else objects
+        why = "first" if m.first else "relearn" if m.relearn else "motion" if m.moving else "track" if live else ""
+        last = self._last_detect_t
+        if not why and (last is None or not 0 <= t - last < self.cfg.motion.max_idle_s):
+            why = "idle_check"
+        if why:
+            self._last_detect_t = t
+        return why
+
     def process(self, frame: Frame) -> FrameResult:
-        faces = self.analyzer.analyze(frame.image)
-        timings = dict(self.analyzer.last_timings)
+        t_gate = time.perf_counter()
+        why = self._why_detect(frame)
+        motion_ms = (time.perf_counter() - t_gate) * 1e3
+        if why:
+            faces = self.analyzer.analyze(frame.image, fit=(self.cfg.source.width, self.cfg.source.height))
+            timings = dict(self.analyzer.last_timings)
+        else:  # nothing moves, nobody tracked: the tracker still steps (below), so time passes for it
+            faces, timings = [], {"faces_ms": 0.0, "mouths_ms": 0.0}
+        timings["motion_ms"] = motion_ms
         t0 = time.perf_counter()
         shape = frame.image.shape[:2] if getattr(frame.image, "ndim", 0) >= 2 else (1, 1)
         for f in faces:
             f.votes = self.eligible(f, shape)
+        keep = self._outer_faces(faces)
         dets = Detections(
-            boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
-            scores=np.array([f.score for f in faces], np.float32),
+            boxes=np.array([faces[i].box for i in keep], np.float32).reshape(-1, 4),
+            scores=np.array([faces[i].score for i in keep], np.float32),
         )
         # Frames the source dropped while we were busy still count as time for the tracker, so
         # survival and motion mean the same on a slow Pi as here. Capped: a reopened camera restarts.
         period = 1 if self._last_index is None else min(max(frame.index - self._last_index, 1), 30)
         self._last_index = frame.index
         tracks = self.tracker.update(dets, period=period)
-        result = FrameResult(frame=frame, faces=faces)
+        result = FrameResult(frame=frame, faces=faces, detected=bool(why), why=why)
         for t in tracks:
             if t.id is None:
                 continue
-            if t.id not in self._known:
-                self._known.add(t.id)
-                result.new_people.append(t.id)
             if t.detection_index is not None:
-                face = faces[t.detection_index]
+                face = faces[keep[t.detection_index]]
                 face.track_id = t.id
                 change = self.votes.vote(t.id, face.verdict, face.votes)
                 if change is not None:
                     result.changes.append(change)
+            if t.id not in self._known and self.votes.decision(t.id) is not Decision.UNDECIDED:
+                self._known.add(t.id)
+                result.new_people.append(t.id)
             result.tallies[t.id] = (self.votes.tally(t.id), self.votes.count(t.id), self.votes.decision(t.id))
         removed = list(self.tracker.removed_ids)
         if removed:
             self.votes.forget(removed)
             self._known.difference_update(removed)
         timings["track_ms"] = (time.perf_counter() - t0) * 1e3
-        timings["frame_ms"] = timings.get("faces_ms", 0) + timings.get("mouths_ms", 0) + timings["track_ms"]
+        timings["frame_ms"] = timings.get("faces_ms", 0) + timings.get("mouths_ms", 0) + timings["track_ms"] + motion_ms
         result.timings = timings
         return result
+
+    def _outer_faces(self, faces: list[FaceResult]) -> list[int]:
+        """Indices of the faces that may be people: not mostly inside a larger face box of this frame or of
+        a tracked person (their last estimate). The others are merged: they keep no track and cast no vote."""
+        if not faces:
+            return []
+        boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
+        others = [o.box for o in self.tracker.tracked_objects() if o.id is not None]
+        big = np.concatenate([boxes, np.array(others, np.float64).reshape(-1, 4)])
+        inside = iou(boxes, big, method="min") >= INNER_OVERLAP
+        smaller = area(boxes)[:, None] < INNER_AREA * area(big)[None, :]
+        inner = (inside & smaller).any(axis=1)
+        for i in np.nonzero(inner)[0]:
+            faces[i].votes = False
+        return [i for i in range(len(faces)) if not inner[i]]
 
     def reconfigure(self, cfg: Config) -> None:
         """Thresholds and rules change live; tracks and votes always survive.
@@ -172,6 +251,7 @@ class Pipeline:
         new ``VoteBook`` would decide people in view a second time (counted twice).
         """
         self.analyzer.reconfigure(cfg)
+        self.gate.cfg = cfg.motion  # the background survives too: a reload is not a new scene
         self.tracker.cfg = cfg.tracker
         self.votes.cfg = cfg.votes
         self.cfg = cfg

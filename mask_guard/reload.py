@@ -51,6 +51,7 @@ def reload_config(d) -> bool:
         if new.counts != old.counts:
             d._save_counts()
             d.outcomes.counts = d._make_counts(new)
+        d.outcomes.reconfigure(new)  # MQTT, GPIO, alert command: those whose settings changed
     if new.service.log_level != old.service.log_level:
         logs.set_level(new.service.log_level)
     if new.service.control_socket != old.service.control_socket:

@@ -39,16 +39,22 @@ def status_report(d) -> dict:
             "rejected": src.get("rejected", 0), "last_error": src.get("last_error", ""),
             "down_s": None if d.camera_down_since is None else round(now - d.camera_down_since, 1),
         },
+        # The motion gate's effect: idle/active, and what the detector and the whole process cost lately.
+        "detector": {"state": d.detector, "motion_gate": d.cfg.motion.enabled,
+                     "frames_detected_pct": round(d.usage_pct[0], 1), "cpu_pct": round(d.usage_pct[1], 1),
+                     "interval_s": d.cfg.service.status_interval_s},
         "today": d.today(),
         "people_in_view": 0 if latest is None else len(latest[1].tallies),
         "last_alert": last_alert, "audio": audio, "rss_mb": round(rss_mb(), 1),
+        "outputs": getattr(d.outcomes, "status", dict)(),  # MQTT, GPIO, alert command (never a password)
     }
 
 
-def status_line(fps: float, today: dict, camera: str) -> str:
-    """The ``STATUS=`` text systemctl status shows."""
+def status_line(fps: float, today: dict, camera: str, detector: str = "") -> str:
+    """The ``STATUS=`` text systemctl status shows; ``detector``: health.detector_text."""
     return (f"{fps:.1f} fps; today {today.get('people', 0)} people, {today.get('masked', 0)} masked, "
-            f"{today.get('unmasked', 0)} unmasked, {today.get('alerts', 0)} alerts; {camera}")
+            f"{today.get('unmasked', 0)} unmasked, {today.get('alerts', 0)} alerts; {camera}"
+            + (f"; {detector}" if detector else ""))
 
 
 def snapshot_reply(latest: Optional[tuple], fps: float, raw: bool = False, quality: int = 90):

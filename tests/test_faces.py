@@ -56,9 +56,14 @@ def _images() -> list[Path]:
     return out
 
 
+def _stock(**kw) -> FacesConfig:
+    """The package's nets: what the parity tests compare with the mtcnn package."""
+    return FacesConfig(weights="stock", **kw)
+
+
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(FacesConfig(min_face_px=24, thresholds=THRESHOLDS, num_threads=2), MODELS)
+    return FaceDetector(_stock(min_face_px=24, thresholds=THRESHOLDS, num_threads=2), MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,7 @@ def reference():
 
 @pytest.mark.parametrize("min_face", [24, 40])
 def test_same_faces_as_mtcnn_package_on_real_photos(reference, min_face):
-    det = FaceDetector(FacesConfig(min_face_px=min_face, thresholds=THRESHOLDS, num_threads=2), MODELS)
+    det = FaceDetector(_stock(min_face_px=min_face, thresholds=THRESHOLDS, num_threads=2), MODELS)
     worst_box = worst_lm = worst_score = 0.0
     total = 0
     for path in _images():
@@ -142,7 +147,7 @@ def test_package_returns_nothing_on_640x480_at_min_face_40_but_we_find_the_faces
     if getattr(mtcnn, "__version__", "1.0.0") != "1.0.0":
         pytest.skip("documents mtcnn 1.0.0 behaviour")
     scenes = sorted((_data_or_skip() / "scenes/ilc2021/images").glob("*.jpg"))[:3]
-    det = FaceDetector(FacesConfig(min_face_px=40, thresholds=THRESHOLDS), MODELS)
+    det = FaceDetector(_stock(min_face_px=40, thresholds=THRESHOLDS), MODELS)
     found = 0
     for path in scenes:
         frame = cv2.resize(_rgb(path), (640, 480), interpolation=cv2.INTER_AREA)
@@ -229,7 +234,7 @@ def test_missing_model_raises_model_error_naming_the_file(tmp_path):
     shutil.copy(MODELS / "mtcnn_pnet.tflite", tmp_path)
     shutil.copy(MODELS / "mtcnn_onet.tflite", tmp_path)
     with pytest.raises(ModelError, match="mtcnn_rnet.tflite"):
-        FaceDetector(FacesConfig(), tmp_path)
+        FaceDetector(_stock(), tmp_path)
 
 
 def test_corrupt_model_raises_model_error_naming_the_file(tmp_path):
@@ -237,7 +242,7 @@ def test_corrupt_model_raises_model_error_naming_the_file(tmp_path):
         shutil.copy(MODELS / name, tmp_path)
     (tmp_path / "mtcnn_onet.tflite").write_bytes(b"not a flatbuffer" * 100)
     with pytest.raises(ModelError, match="mtcnn_onet.tflite"):
-        FaceDetector(FacesConfig(), tmp_path)
+        FaceDetector(_stock(), tmp_path)
 
 
 def test_wrong_model_in_a_slot_raises_model_error(tmp_path):
@@ -245,7 +250,7 @@ def test_wrong_model_in_a_slot_raises_model_error(tmp_path):
     shutil.copy(MODELS / "mtcnn_rnet.tflite", tmp_path)
     shutil.copy(MODELS / "mtcnn_rnet.tflite", tmp_path / "mtcnn_onet.tflite")  # R-Net has no landmark output
     with pytest.raises(ModelError, match="mtcnn_onet.tflite"):
-        FaceDetector(FacesConfig(), tmp_path)
+        FaceDetector(_stock(), tmp_path)
 
 
 def test_same_size_frames_reuse_pnet_interpreters(detector):

@@ -17,7 +17,8 @@ while [ $# -gt 0 ]; do
 done
 
 apt_pkgs=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev alsa-utils
-          libgl1 libglib2.0-0 shellcheck systemd espeak-ng sox xvfb xdotool)
+          libgl1 libglib2.0-0 shellcheck systemd espeak-ng sox xvfb xdotool
+          mosquitto mosquitto-clients openssl)  # a real MQTT broker for tests/test_mqtt*.py
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,10 +38,12 @@ python=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 if [ "$numpy1" -eq 1 ]; then
-  # The Bookworm runtime set: numpy 1, no TensorFlow (parity tests skip themselves).
-  "${pip[@]}" "numpy>=1.24,<2" "opencv-python-headless>=4.5,<4.12" pyyaml ai-edge-litert simpleaudio systemd-python pytest
+  # The Bookworm runtime set: numpy 1, no TensorFlow (parity tests skip themselves), and Bookworm's
+  # paho-mqtt 1.6 / gpiozero 1.6 (apt's versions) so the 1.x APIs stay tested; .venv has the 2.x ones (Trixie).
+  "${pip[@]}" "numpy>=1.24,<2" "opencv-python-headless>=4.5,<4.12" pyyaml ai-edge-litert simpleaudio systemd-python pytest \
+    "paho-mqtt>=1.6,<2" "gpiozero>=1.6,<2" jinja2
   "${pip[@]}" --no-deps -e .
 else
-  "${pip[@]}" -e ".[dev,appliance]"
+  "${pip[@]}" -e ".[dev,appliance,mqtt,gpio]"
 fi
 echo "dev-setup: $venv ready ($("$venv/bin/python" -c 'import numpy; print("numpy", numpy.__version__)'))"

@@ -15,6 +15,7 @@ in ``.cache/splits/<name>.json`` (keyed by the file list, rebuilt when it change
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -83,6 +84,7 @@ def _files(folder: str) -> list[str]:
     return [f"{folder}/{p.relative_to(root)}" for p in sorted(root.rglob("*.jpg"))]
 
 
+@functools.lru_cache(maxsize=None)
 def parts(folders: tuple[str, ...] = SCENE_SETS, name: str = "scenes") -> dict[str, str]:
     """{'<set>/images/<file>': 'train'|'dev'|'test'} for every image of ``folders`` (grouped together)."""
     names = [n for f in folders for n in _files(f)]
@@ -111,6 +113,34 @@ def scene_part(image: str | Path) -> str:
 
 def masktypes_parts() -> dict[str, str]:
     return parts(("faces/masktypes",), name="masktypes")
+
+
+def _hashes(names: list[str], name: str) -> dict[str, int]:
+    cache = CACHE / f"hashes_{name}.json"
+    got = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [n for n in names if n not in got]
+    for n in todo:
+        got[n] = dhash(data_dir() / n)
+    if todo:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(got))
+    return {n: got[n] for n in names}
+
+
+def held_out_twins(names: list[str]) -> set[str]:
+    """Those of ``names`` (training candidates from any folder) that are near-duplicates of a dev or test
+    image of the scene sets or faces/masktypes: training on them would leak the evaluation (faces/masktypes
+    re-uses UTKFace chips, for one)."""
+    held = [n for table in (parts(), masktypes_parts()) for n, p in table.items() if p != "train"]
+    h_held = np.array(list(_hashes(held, "held").values()), dtype=np.uint64)
+    h_cand = _hashes(names, "candidates")
+    out = set()
+    for n, h in h_cand.items():
+        x = np.bitwise_xor(h_held, np.uint64(h))
+        d = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
+        if (d <= NEAR_BITS).any():
+            out.add(n)
+    return out
 
 
 def main() -> None:

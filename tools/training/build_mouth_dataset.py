@@ -31,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mouth_common import (CACHE, CTX_FACTOR, CTX_SIZE, INPUT_SIZE, FaceFinder, chandrikadeb7_group,  # noqa: E402
                           data_dir, split_of)
 
+import splits  # noqa: E402  (tools/, put on sys.path by mouth_common)
+from evaluate import match, read_voc  # noqa: E402  (tools/: the one VOC reader and matcher)
+from mask_synth import MaskSynth  # noqa: E402
 from mask_guard.boxes import iou  # noqa: E402
+
+PART_TO_SPLIT = {"train": "train", "dev": "val", "test": "test"}  # scene/masktypes parts -> dataset splits
 from mask_guard.mouths import crop_window, face_crop  # noqa: E402
 
 # (folder under data root, label kind) ; label kinds: both, none, nose, rmfd (all faces, none)
@@ -42,6 +47,11 @@ SOURCES = [
     ("landmarks/udacity68", "both"),
     ("faces/rmfd", "rmfd"),
     ("faces/utkface", "both"),
+    ("faces/masktypes", None),
+    # real scene photos (train and dev parts only): every annotated face that MTCNN finds
+    ("scenes/ilc2021", "scene"),
+    ("scenes/ilc2021_more", "scene"),
+    ("scenes/macwin", "scene"),
 ]
 KIND_BY_LABEL = {
     "with_mask": "none", "without_mask": "both",
@@ -49,12 +59,21 @@ KIND_BY_LABEL = {
     "incorrect_chin_uncovered__mouth_covered": "none",
     "incorrect_nose_uncovered__mouth_covered": "nose",
     "incorrect_mask_on_chin__mouth_and_nose_visible": "both",
+    # faces/masktypes: respirators, cloth and surgical masks are masks; "worn incorrectly" mixes nose-out
+    # and mouth-out faces with no word which, so it is left out of training and reported on its own
+    "n95_kn95_respirator": "none", "cloth_mask": "none", "surgical_mask": "none", "no_mask": "both",
+    "mask_worn_incorrectly": "skip", "0": "skip",
 }
 MIN_SCORE = 0.85  # a face we give mouth/nose boxes must be a confident one; masked faces take any
 
 
 def rows_of(folder: str) -> list[dict]:
     root = data_dir() / folder
+    if folder.startswith("scenes/"):  # test parts are never read here
+        table = splits.parts()
+        return [{"file": f"images/{p.name}", "label": "scene", "note": table[f"{folder}/images/{p.name}"]}
+                for p in sorted((root / "images").glob("*.jpg"))
+                if table.get(f"{folder}/images/{p.name}") in ("train", "dev")]
     if folder == "landmarks/udacity68":
         with open(root / "landmarks.csv") as f:
             return [dict(r, label="without_mask", note=r["split"]) for r in csv.DictReader(f)]
@@ -67,6 +86,10 @@ def group_and_split(folder: str, row: dict) -> tuple[str, str]:
     if folder == "landmarks/udacity68":
         person = name.rsplit("_", 1)[0]
         return "udacity68:" + person, ("val" if row["split"] == "test" else "train")
+    if folder.startswith("scenes/"):
+        return f"{folder}:{name}", PART_TO_SPLIT[note]
+    if folder == "faces/masktypes":
+        return f"{folder}:{name}", PART_TO_SPLIT[splits.masktypes_parts()[f"{folder}/{row['file']}"]]
     if folder == "faces/prajnasb" or note.startswith("same_as_prajnasb"):
         return "prajnasb-sources", "train"  # synthetic masks on these very faces: one split
     if folder == "faces/chandrikadeb7":
@@ -107,7 +130,7 @@ def detect(args) -> None:
                     continue
                 rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
                 dets, pad = finder.detect(rgb), 0
-                if len(dets) == 0 and folder != "faces/rmfd":
+                if len(dets) == 0 and folder != "faces/rmfd" and not folder.startswith("scenes/"):
                     # tight face photos: MTCNN needs some frame around a face that fills the picture
                     pad = int(0.25 * max(rgb.shape[:2]))
                     dets = finder.detect(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0))
@@ -183,6 +206,44 @@ def to_crop(box_img: np.ndarray, window: tuple[int, int, int]) -> np.ndarray:
     return (box_img - np.array([x0, y0, x0, y0], np.float32)) / side
 
 
+SYNTH_RATE = {"faces/utkface": 0.5, "faces/chandrikadeb7": 0.8, "landmarks/udacity68": 0.25,
+              "faces/masktypes": 0.8, "scenes/ilc2021": 0.8, "scenes/ilc2021_more": 0.8, "scenes/macwin": 0.8}
+SCENE_KIND = {"without_mask": "both", "with_mask": "none", "with_incorrect_mask": "skip"}
+
+
+def mask_box(box: np.ndarray, lm: np.ndarray, below_nose: bool = False) -> np.ndarray:
+    """The covering over the lower face of a real masked face: from the nose bridge (or just under the nose)
+    to under the chin, cheek to cheek, from MTCNN's box and 5 landmarks (axis-aligned)."""
+    eye, nose, mc = (lm[0] + lm[1]) / 2, lm[2], (lm[3] + lm[4]) / 2
+    d = max(float(mc[1] - eye[1]), 1.0)
+    top = nose[1] + 0.35 * (mc[1] - nose[1]) if below_nose else eye[1] + 0.35 * d
+    bot = max(float(box[3]), mc[1] + 0.6 * d)
+    w = box[2] - box[0]
+    return np.array([box[0] + 0.06 * w, top, box[2] - 0.06 * w, bot], np.float32)
+
+
+def scene_faces(folder: str, key: str, faces: list[dict]) -> list[tuple[dict, str]]:
+    """A scene's MTCNN faces with the annotated class they match (IoU >= 0.4, one to one); a detection that
+    overlaps no annotated face at all (IoU < 0.05) is a false face: kind 'bg', nothing visible to find."""
+    xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
+    gt = read_voc(xml) if xml.exists() else []
+    if not faces:
+        return []
+    det = np.array([f["box"] for f in faces], np.float32).reshape(-1, 4)
+    gtb = np.array([b for _, b in gt], np.float32).reshape(-1, 4)
+    out = []
+    m = match(gtb, det, 0.4) if len(gt) else {}
+    for gi, dj in m.items():
+        kind = SCENE_KIND.get(gt[gi][0], "skip")
+        if kind != "skip":
+            out.append((faces[dj], kind))
+    ov = iou(det, gtb).max(1) if len(gt) else np.zeros(len(det))
+    for j, f in enumerate(faces):
+        if j not in m.values() and ov[j] < 0.05 and f["box"][2] - f["box"][0] >= 16:
+            out.append((f, "bg"))
+    return out
+
+
 def build(args) -> None:
     src = CACHE / f"faces_{args.backend}.jsonl"
     recs = {}
@@ -192,6 +253,12 @@ def build(args) -> None:
             recs[r["key"]] = r
     print(f"{len(recs)} detection records from {src}")
     meta_rows = {f"{folder}/{row['file']}": (folder, kind, row) for folder, kind in SOURCES for row in rows_of(folder)}
+    # no training face may be a near-twin of an image we report on (dev/test parts)
+    twins = splits.held_out_twins([k for k, (f, _, r) in meta_rows.items()
+                                   if not f.startswith("scenes/") and group_and_split(f, r)[1] == "train"])
+    for k in twins:
+        del meta_rows[k]
+    print(f"{len(twins)} training images dropped as near-twins of dev/test images", flush=True)
 
     # 1. fit the landmark rule on udacity68 training identities, check it on the test identities
     pairs = {"train": [], "val": []}
@@ -218,27 +285,48 @@ def build(args) -> None:
     print(json.dumps(check, indent=1))
     (CACHE / "landmark_check.json").write_text(json.dumps(check, indent=1))
 
-    # 2. crops and labels
+    # 2. crops and labels: [mouth, nose, mask] boxes per face (NaN row = not visible / not there)
+    synth = MaskSynth(data_dir() / "mask_templates")
+    rng = np.random.default_rng(args.seed)
     ctx, exact, lab_ctx, lab_exact, meta = [], [], [], [], []
     found = {}
-    for key, (folder, kind, row) in meta_rows.items():
-        kind = kind or KIND_BY_LABEL[row["label"]]
+
+    def emit(rgb, box, labels, key, fi, folder, row, kind, group, split, source=None, note=None):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        big = np.array([cx, cy, cx, cy]) + (box - np.array([cx, cy, cx, cy])) * CTX_FACTOR
+        w_exact, w_ctx = crop_window(box), crop_window(big)
+        exact.append(face_crop(rgb, box, INPUT_SIZE))
+        ctx.append(face_crop(rgb, big, CTX_SIZE))
+        le, lc = np.full((3, 4), np.nan, np.float32), np.full((3, 4), np.nan, np.float32)
+        for ci, b in enumerate(labels):
+            if b is not None:
+                le[ci], lc[ci] = to_crop(b, w_exact), to_crop(b, w_ctx)
+        lab_exact.append(le)
+        lab_ctx.append(lc)
+        meta.append({"key": key, "face": fi, "source": source or folder.split("/")[-1], "label": row["label"],
+                     "kind": kind, "group": group, "split": split, "note": note if note is not None else row.get("note", ""),
+                     "face_w": round(float(box[2] - box[0]), 1)})
+
+    for key, (folder, kind0, row) in meta_rows.items():
         rec = recs.get(key)
         stat = found.setdefault(f"{folder}:{row['label']}", [0, 0])
         stat[1] += 1
-        if rec is None:
+        kind0 = kind0 or KIND_BY_LABEL.get(row["label"], "skip")
+        if rec is None or kind0 == "skip":
             continue
-        faces = pick_face(rec["faces"], kind)
-        if not faces:
+        if kind0 == "scene":
+            chosen = scene_faces(folder, key, rec["faces"])
+        else:
+            chosen = [(f, kind0) for f in pick_face(rec["faces"], kind0)]
+        if not chosen:
             continue
         stat[0] += 1
-        img = cv2.imread(str(data_dir() / key))
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(cv2.imread(str(data_dir() / key)), cv2.COLOR_BGR2RGB)
         group, split = group_and_split(folder, row)
-        for fi, face in enumerate(faces):
+        for fi, (face, kind) in enumerate(chosen):
             box = np.array(face["box"], np.float32)
             lm = np.array(face["lm"], np.float32)
-            mouth = nose = None
+            mouth = nose = mask = None
             if kind in ("both", "nose"):
                 if folder == "landmarks/udacity68":
                     pts = np.array([[float(row[f"x{i}"]), float(row[f"y{i}"])] for i in range(68)], np.float32)
@@ -246,22 +334,22 @@ def build(args) -> None:
                 else:
                     mouth, nose = rule_boxes(lm, rule)
                 if kind == "nose":
-                    mouth = None
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            big = np.array([cx, cy, cx, cy]) + (box - np.array([cx, cy, cx, cy])) * CTX_FACTOR
-            w_exact, w_ctx = crop_window(box), crop_window(big)
-            exact.append(face_crop(rgb, box, INPUT_SIZE))
-            ctx.append(face_crop(rgb, big, CTX_SIZE))
-            le, lc = np.full((2, 4), np.nan, np.float32), np.full((2, 4), np.nan, np.float32)
-            for ci, b in enumerate((mouth, nose)):
-                if b is not None:
-                    le[ci], lc[ci] = to_crop(b, w_exact), to_crop(b, w_ctx)
-            lab_exact.append(le)
-            lab_ctx.append(lc)
-            meta.append({"key": key, "face": fi, "source": folder.split("/")[-1], "label": row["label"],
-                         "kind": kind, "group": group, "split": split, "note": row.get("note", ""),
-                         "face_w": round(float(box[2] - box[0]), 1)})
-        if len(meta) % 1000 == 0:
+                    mouth, mask = None, mask_box(box, lm, below_nose=True)
+            elif kind in ("none", "rmfd"):
+                mask = mask_box(box, lm)
+            emit(rgb, box, (mouth, nose, mask), key, fi, folder, row, kind, group, split)
+            # a synthetic mask on a real unmasked face (the same face's split, so identities stay apart)
+            if kind == "both" and folder in SYNTH_RATE and rng.random() < SYNTH_RATE[folder]:
+                got = synth.apply(rng, rgb, lm)
+                if got is None:
+                    continue
+                srgb, sbox, worn, family = got
+                m2, n2 = rule_boxes(lm, rule) if folder != "landmarks/udacity68" else (mouth, nose)
+                labels = {"correct": (None, None, sbox), "below_nose": (None, n2, sbox), "chin": (m2, n2, None)}[worn]
+                skind = {"correct": "none", "below_nose": "nose", "chin": "both"}[worn]
+                emit(srgb, box, labels, key, fi, folder, row, skind, group, split, source="synth",
+                     note=f"{family}:{worn}:{folder.split('/')[-1]}")
+        if len(meta) % 1000 < 3:
             print(f"{len(meta)} crops", flush=True)
     out = CACHE / "dataset.npz"
     np.savez(out, ctx=np.stack(ctx), exact=np.stack(exact), lab_ctx=np.stack(lab_ctx), lab_exact=np.stack(lab_exact))
@@ -271,7 +359,8 @@ def build(args) -> None:
     print(json.dumps(rate, indent=1))
     for split in ("train", "val"):
         sel = [m for m in meta if m["split"] == split]
-        kinds = {k: sum(1 for m in sel if m["kind"] == k) for k in ("both", "nose", "none", "rmfd")}
+        kinds = {k: sum(1 for m in sel if m["kind"] == k) for k in ("both", "nose", "none", "rmfd", "bg")}
+        kinds["synth"] = sum(1 for m in sel if m["source"] == "synth")
         print(split, len(sel), kinds)
     print(f"wrote {out}")
 
@@ -281,6 +370,7 @@ def main() -> None:
     ap.add_argument("step", choices=["detect", "build"])
     ap.add_argument("--backend", default="auto", help="detect: auto|project|mtcnn; build: which faces_*.jsonl")
     ap.add_argument("--limit", type=int, default=0, help="detect: images per source (0 = all)")
+    ap.add_argument("--seed", type=int, default=0, help="build: which faces get a synthetic mask, and how")
     args = ap.parse_args()
     if args.step == "build" and args.backend == "auto":
         args.backend = "project" if (CACHE / "faces_project.jsonl").exists() else "mtcnn"

@@ -1,6 +1,10 @@
 """Export the ``mtcnn`` package's P-Net, R-Net and O-Net to float32 TFLite models.
 
-Usage: python tools/training/export_mtcnn.py [--out models/]
+Usage: python tools/training/export_mtcnn.py [--out models/] [--weights stock|masks]
+
+``--weights masks`` exports our fine-tuned R-Net and O-Net instead (tools/training/mtcnn_train.py wrote
+their Keras weights to .cache/mtcnn/<net>_weights.npz) as mtcnn_masks_{rnet,onet}.tflite; the masks
+cascade keeps the stock P-Net (tools/training/mtcnn_stages.py: P-Net loses ~2% of masked faces).
 
 The weights are the ones shipped in the mtcnn wheel (site-packages/mtcnn/assets/weights/*.lz4,
 joblib) loaded into the package's own Keras classes, so our runtime cascade (mask_guard/faces.py)
@@ -32,8 +36,12 @@ NETS = {
 }
 
 
-def keras_net(name: str):
-    """The package's Keras net for ``name`` with its shipped weights loaded."""
+FINE_TUNED = ("rnet", "onet")  # nets with fine-tuned "masks" weights
+CACHE = ROOT / ".cache" / "mtcnn"
+
+
+def keras_net(name: str, weights: Path | None = None):
+    """The package's Keras net for ``name`` with its shipped weights (or an .npz of ``get_weights()``)."""
     from mtcnn.network.onet import ONet
     from mtcnn.network.pnet import PNet
     from mtcnn.network.rnet import RNet
@@ -42,6 +50,9 @@ def keras_net(name: str):
     net = {"pnet": PNet, "rnet": RNet, "onet": ONet}[name]()
     net.build()
     net.set_weights(load_weights(f"{name}.lz4"))
+    if weights is not None:
+        with np.load(weights) as w:
+            net.set_weights([w[f"arr_{i}"] for i in range(len(w.files))])
     return net
 
 
@@ -90,11 +101,15 @@ def parity(name: str, net, path: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models", help="output folder (default: models/)")
+    ap.add_argument("--weights", default="stock", choices=["stock", "masks"])
+    ap.add_argument("--from", dest="src", type=Path, default=CACHE, help="folder with <net>_weights.npz (masks)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in NETS:
-        net = keras_net(name)
-        path = args.out / f"mtcnn_{name}.tflite"
+    for name in (NETS if args.weights == "stock" else FINE_TUNED):
+        if args.weights == "stock":
+            net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
+        else:
+            net, path = keras_net(name, args.src / f"{name}_weights.npz"), args.out / f"mtcnn_masks_{name}.tflite"
         path.write_bytes(convert(name, net))
         diff = parity(name, net, path)
         print(f"{path}: {path.stat().st_size / 1024:.1f} KiB, max |keras - tflite| = {diff:.2e}")

@@ -1,8 +1,9 @@
-"""Tiny-YOLO (v3-tiny style, reduced for 96 px face crops) for mouths and noses: model, decoding, loss.
+"""Tiny-YOLO (v3-tiny style, reduced for 96 px face crops) for mouths, noses and masks: model, decoding, loss.
 
 Backbone: conv3x3/2 then conv3x3 + maxpool stages (v3-tiny's pattern) down to stride 16; two heads
 like v3-tiny: a coarse one at stride 16 (6x6 cells) and, after a 2x upsample and a route from the
-stride-8 features, a fine one at stride 8 (12x12 cells). Two anchors per head, two classes.
+stride-8 features, a fine one at stride 8 (12x12 cells). Two anchors per head, three classes:
+mouth (visible lips), nose (visible nose tip and nostrils), mask (the covering over the lower face).
 Decoding is YOLOv5's (no exp, so it quantizes to int8 cleanly):
     xy = (2 sigmoid(t_xy) - 0.5 + cell) / G,  wh = (2 sigmoid(t_wh))^2 * anchor,
     score_c = sigmoid(t_obj) * sigmoid(t_c)
@@ -14,7 +15,7 @@ import tensorflow as tf
 import keras
 from keras import layers
 
-NUM_CLASSES = 2
+NUM_CLASSES = 3  # mouth, nose, mask
 NA = 2  # anchors per head
 HEAD_STRIDES = (16, 8)  # coarse head first, fine head second
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the Tiny-YOLO mouth/nose detector on .cache/mouth/dataset.npz (tools/training/build_mouth_dataset.py).
+"""Train the Tiny-YOLO mouth/nose/mask detector on .cache/mouth/dataset.npz (tools/training/build_mouth_dataset.py).
 
 CPU only (set --threads to what you may use). Each epoch draws --samples augmented training crops,
 then scores the validation split on the daemon's exact crops (no augmentation) and logs:
@@ -54,15 +54,22 @@ def face_scores(model, crops: np.ndarray, anchors, batch: int = 256) -> np.ndarr
 
 def val_figures(scores: np.ndarray, kinds: np.ndarray, thr: float = 0.5) -> dict:
     both, nose, none = kinds == "both", kinds == "nose", (kinds == "none") | (kinds == "rmfd")
+    bg = kinds == "bg"
+    rate = lambda sel, c: float((scores[sel, c] >= thr).mean()) if sel.any() else float("nan")  # noqa: E731
     f = {
-        "mouth_recall": float((scores[both, 0] >= thr).mean()),
-        "mouth_fp_masked": float((scores[none, 0] >= thr).mean()),
-        "mouth_fp_nose_out": float((scores[nose, 0] >= thr).mean()) if nose.any() else float("nan"),
-        "nose_recall": float((scores[both | nose, 1] >= thr).mean()),
-        "nose_fp_masked": float((scores[none, 1] >= thr).mean()),
+        "mouth_recall": rate(both, 0),
+        "mouth_fp_masked": rate(none, 0),
+        "mouth_fp_nose_out": rate(nose, 0),
+        "nose_recall": rate(both | nose, 1),
+        "nose_fp_masked": rate(none, 1),
+        "mask_recall": rate(none | nose, 2),
+        "mask_fp_unmasked": rate(both, 2),
+        # a false face (no annotated face there) should show neither a mouth nor a mask
+        "bg_called": float(((scores[bg, 0] >= thr) | (scores[bg, 2] >= thr)).mean()) if bg.any() else float("nan"),
     }
-    # one number to keep the best epoch by: balanced mouth accuracy + half the nose one
-    f["score"] = (f["mouth_recall"] - f["mouth_fp_masked"]) + 0.5 * (f["nose_recall"] - f["nose_fp_masked"])
+    # one number to keep the best epoch by: balanced mouth accuracy + half the nose and mask ones
+    f["score"] = ((f["mouth_recall"] - f["mouth_fp_masked"]) + 0.5 * (f["nose_recall"] - f["nose_fp_masked"])
+                  + 0.5 * (f["mask_recall"] - f["mask_fp_unmasked"]))
     return f
 
 
@@ -77,7 +84,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for k in ("loss", "box", "obj", "cls"):
         ax[0].plot(ep, [r[k] for r in rows], label=k)
     ax[0].set_xlabel("epoch"); ax[0].set_title("training loss"); ax[0].legend()  # noqa: E702
-    for k in ("mouth_recall", "mouth_fp_masked", "mouth_fp_nose_out", "nose_recall", "nose_fp_masked"):
+    for k in ("mouth_recall", "mouth_fp_masked", "mouth_fp_nose_out", "nose_recall", "nose_fp_masked",
+              "mask_recall", "mask_fp_unmasked", "bg_called"):
         ax[1].plot(ep, [r[k] for r in rows], label=k, marker=".")
     ax[1].set_xlabel("epoch"); ax[1].set_title("validation (face level, score >= 0.5)")  # noqa: E702
     ax[1].set_ylim(0, 1); ax[1].legend(fontsize=7); ax[1].grid(alpha=0.3)  # noqa: E702
@@ -130,10 +138,14 @@ def main() -> None:
     w[src[tr] == "utkface"] = 0.5
     w[kinds[tr] == "nose"] = 2.0
     w[src[tr] == "rmfd"] = 1.5
+    # real scene faces and the mask-type photos are the target domain: weigh them up
+    w[np.isin(src[tr], ["ilc2021", "ilc2021_more", "macwin"])] = 2.5
+    w[src[tr] == "masktypes"] = 2.0
+    w[kinds[tr] == "bg"] = 1.5
     w /= w.sum()
 
     lab_exact = data["lab_exact"][tr]
-    wh = np.concatenate([(lab_exact[:, c, 2:] - lab_exact[:, c, :2]) for c in range(2)])
+    wh = np.concatenate([(lab_exact[:, c, 2:] - lab_exact[:, c, :2]) for c in range(lab_exact.shape[1])])
     wh = wh[np.isfinite(wh).all(1)]
     anchors = kmeans_anchors(wh, 2 * mm.NA)
     print("anchors", anchors.round(3).tolist(), flush=True)

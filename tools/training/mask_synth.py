@@ -1,0 +1,157 @@
+"""Synthetic masks on real unmasked faces: the masks people really wear, placed from MTCNN's 5 landmarks.
+
+Templates and textures: ../shared/data/mask_templates (MaskTheFace's, MIT): KN95, N95, surgical (white, blue,
+green), cloth, gas; frontal, left and right views; fabric textures. Our own placement (no MaskTheFace code):
+
+* the face frame: eye centre E, eye distance de, "right" r along the eye line, "down" u across it, and
+  D = the eye-to-mouth distance along u;
+* how it is worn: ``correct`` (nose bridge to under the chin: mask), ``below_nose`` (from between the nostrils
+  and the lip: mask + nose visible), ``chin`` (under the lower lip: mouth and nose visible, no mask);
+* the template's alpha box is mapped by an affine onto that band (width 1.9-2.4 de, centred on the mouth);
+  a turned head (nose off the eye axis) takes the matching side view;
+* looks: surgical in its colours and any hue; cloth with a fabric texture; KN95/N95 white or coloured
+  (orange, yellow, black, blue, pink, grey), N95 with or without a drawn exhalation valve; shading and
+  brightness follow the face so a mask never glows in a dark photo; the alpha edge is feathered.
+
+Returns the new image and the mask's box (alpha > 0.5) in image pixels; the caller writes the labels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FAMILIES = {  # family -> template stems (frontal first); weights say how often each is drawn
+    "kn95": (["KN95", "KN95_left", "KN95_right"], 0.24),
+    "n95": (["N95", "N95_left", "N95_right"], 0.20),
+    "surgical": (["surgical", "surgical_blue", "surgical_green", "surgical_left", "surgical_right",
+                  "surgical_blue_left", "surgical_blue_right", "surgical_green_left", "surgical_green_right"], 0.28),
+    "cloth": (["cloth", "cloth_left", "cloth_right"], 0.22),
+    "gas": (["gas", "gas_left", "gas_right"], 0.06),
+}
+RESPIRATOR_COLOURS = [(255, 140, 30), (250, 215, 40), (35, 35, 38), (40, 80, 190), (240, 150, 190), (150, 150, 150),
+                      (245, 245, 245)]  # RGB: orange, yellow, black, blue, pink, grey, white
+WORN = (("correct", 0.68), ("below_nose", 0.20), ("chin", 0.12))
+
+
+class MaskSynth:
+    def __init__(self, root: Path):
+        self.templates: dict[str, np.ndarray] = {}
+        for p in sorted((root / "templates").glob("*.png")):
+            im = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            if im is None or im.ndim != 3 or im.shape[2] != 4:
+                continue
+            rgba = cv2.cvtColor(im, cv2.COLOR_BGRA2RGBA)
+            ys, xs = np.nonzero(rgba[..., 3] > 128)
+            self.templates[p.stem] = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        self.textures = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+                         for p in sorted((root / "textures").rglob("*.*")) if cv2.imread(str(p)) is not None]
+        if not self.templates:
+            raise FileNotFoundError(f"no mask templates under {root}/templates")
+
+    # --- looks -------------------------------------------------------------------------------------
+    def _pick(self, rng, family: str, yaw: float) -> np.ndarray:
+        stems = [s for s in FAMILIES[family][0] if s in self.templates]
+        side = "left" if yaw > 0.12 else ("right" if yaw < -0.12 else "")
+        pool = [s for s in stems if s.endswith(side)] if side else [s for s in stems if not s.endswith(("left", "right"))]
+        return self.templates[str(rng.choice(pool or stems))].copy()
+
+    def _colour(self, rng, rgba: np.ndarray, family: str) -> np.ndarray:
+        rgb = rgba[..., :3].astype(np.float32)
+        lum = rgb.mean(axis=2, keepdims=True) / max(float(rgb.mean()), 1.0)  # the template's own shading
+        if family in ("kn95", "n95") and rng.random() < 0.55:
+            col = np.array(RESPIRATOR_COLOURS[rng.integers(len(RESPIRATOR_COLOURS))], np.float32)
+            rgb = np.clip(lum * col * rng.uniform(0.85, 1.05), 0, 255)
+        elif family == "surgical" and rng.random() < 0.5:
+            hsv = cv2.cvtColor(rgba[..., :3], cv2.COLOR_RGB2HSV).astype(np.float32)
+            hsv[..., 0] = rng.uniform(0, 180)
+            hsv[..., 1] = np.clip(hsv[..., 1] + rng.uniform(30, 150), 0, 255)
+            rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+            if rng.random() < 0.2:  # black surgical masks are common
+                rgb = lum * rng.uniform(25, 60)
+        elif family == "cloth" and self.textures and rng.random() < 0.8:
+            tex = self.textures[rng.integers(len(self.textures))]
+            h, w = rgb.shape[:2]
+            k = rng.uniform(0.4, 1.2) * max(h, w) / max(tex.shape[:2])
+            tex = cv2.resize(tex, None, fx=max(k, 0.05), fy=max(k, 0.05))
+            reps = (int(np.ceil(h / tex.shape[0])) + 1, int(np.ceil(w / tex.shape[1])) + 1, 1)
+            tex = np.tile(tex, reps)[:h, :w].astype(np.float32)
+            rgb = np.clip(tex * np.clip(lum, 0.5, 1.3), 0, 255)
+        elif family == "cloth" and rng.random() < 0.7:
+            rgb = np.clip(lum * rng.uniform(20, 250, 3), 0, 255)
+        out = rgba.copy()
+        out[..., :3] = rgb.astype(np.uint8)
+        if family == "n95" and rng.random() < 0.45:
+            self._valve(rng, out)
+        return out
+
+    @staticmethod
+    def _valve(rng, rgba: np.ndarray) -> None:
+        """An exhalation valve: a round or square boss left or right of centre, a darker rim."""
+        h, w = rgba.shape[:2]
+        cx = int(w * (0.5 + rng.choice([-1, 1]) * rng.uniform(0.12, 0.22)))
+        cy = int(h * rng.uniform(0.5, 0.65))
+        r = max(2, int(min(w, h) * rng.uniform(0.09, 0.14)))
+        col = tuple(int(v) for v in (rng.uniform(20, 240, 3) if rng.random() < 0.5 else np.full(3, rng.uniform(30, 230))))
+        if rng.random() < 0.6:
+            cv2.circle(rgba, (cx, cy), r, col + (255,), -1, cv2.LINE_AA)
+            cv2.circle(rgba, (cx, cy), r, (40, 40, 40, 255), max(1, r // 6), cv2.LINE_AA)
+        else:
+            cv2.rectangle(rgba, (cx - r, cy - r), (cx + r, cy + r), col + (255,), -1)
+            cv2.rectangle(rgba, (cx - r, cy - r), (cx + r, cy + r), (40, 40, 40, 255), max(1, r // 6))
+
+    # --- placement ---------------------------------------------------------------------------------
+    def apply(self, rng, image: np.ndarray, lm: np.ndarray, worn: str | None = None, family: str | None = None):
+        """(image with a mask, mask box x1y1x2y2 in image px or None, worn, family). ``lm``: MTCNN's 5 points."""
+        lm = np.asarray(lm, np.float64)
+        le, re_, nose, ml, mr = lm
+        eye = (le + re_) / 2
+        de = float(np.linalg.norm(re_ - le))
+        if de < 4:
+            return None
+        r = (re_ - le) / de
+        u = np.array([-r[1], r[0]])
+        mc = (ml + mr) / 2
+        big_d = float((mc - eye) @ u)
+        if big_d < 0.5 * de * 0.5:
+            return None
+        dn = float((nose - eye) @ u)
+        yaw = float((nose - eye) @ r) / de
+        if worn is None:
+            worn = WORN[rng.choice(len(WORN), p=[p for _, p in WORN])][0]
+        if family is None:
+            fams = list(FAMILIES)
+            p = np.array([FAMILIES[f][1] for f in fams])
+            family = fams[rng.choice(len(fams), p=p / p.sum())]
+        if worn == "correct":
+            top, bot = rng.uniform(0.25, 0.45) * big_d, rng.uniform(1.65, 1.9) * big_d
+        elif worn == "below_nose":
+            top = dn + rng.uniform(0.3, 0.55) * (big_d - dn)
+            bot = rng.uniform(1.65, 1.9) * big_d
+        else:  # chin: under the lower lip
+            top, bot = big_d + rng.uniform(0.22, 0.35) * big_d, rng.uniform(1.75, 2.0) * big_d
+        width = rng.uniform(1.9, 2.4) * de
+        centre = eye + float((mc - eye) @ r) * r + yaw * 0.25 * de * r
+        tl, tr, bl = (centre - width / 2 * r + top * u, centre + width / 2 * r + top * u,
+                      centre - width / 2 * r + bot * u)
+        tpl = self._colour(rng, self._pick(rng, family, yaw), family)
+        th, tw = tpl.shape[:2]
+        m = cv2.getAffineTransform(np.float32([[0, 0], [tw, 0], [0, th]]), np.float32([tl, tr, bl]))
+        h, w = image.shape[:2]
+        warped = cv2.warpAffine(tpl, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
+        alpha = warped[..., 3].astype(np.float32) / 255.0
+        if alpha.max() < 0.5:
+            return None
+        alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.6, de / 60))[..., None]
+        ys, xs = np.nonzero(alpha[..., 0] > 0.5)
+        if len(xs) == 0:  # a mask too small to survive the feathering
+            return None
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        # lighting: the mask takes the face's brightness and a soft left-right gradient
+        face = image[max(0, int(eye[1] - de)):int(mc[1] + de), max(0, int(eye[0] - de)):int(eye[0] + de)]
+        bright = float(np.clip((face.mean() if face.size else 128.0) / 140.0, 0.3, 1.15)) * rng.uniform(0.85, 1.1)
+        grad = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.8, 1.0), w, dtype=np.float32)[None, :, None]
+        mask_rgb = warped[..., :3].astype(np.float32) * bright * grad
+        out = image.astype(np.float32) * (1 - alpha) + mask_rgb * alpha
+        return np.clip(out, 0, 255).astype(np.uint8), box, worn, family

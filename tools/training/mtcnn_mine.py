@@ -1,0 +1,264 @@
+"""Mine MTCNN training crops the classic way, from train-part scenes and face sets (with synthetic masks).
+
+Per net (P-Net 12 px, R-Net 24 px, O-Net 48 px crops, cut exactly like the runtime: faces.crop_and_resize):
+
+* candidates of the cascade before that net (P-Net's boxes for R-Net; R-Net's, at a lowered R-Net
+  threshold, for O-Net; P-Net's own hard negatives for P-Net) on every train-part scene image, labelled
+  by IoU with the annotated faces (any class): > 0.65 positive, 0.4-0.65 part face, < 0.3 negative;
+* jittered boxes around every annotated face (>= 12 px), labelled the same way;
+* partial-face negatives: small boxes on the lower half of a face (a mask alone is not a face), IoU < 0.3;
+* random background patches (IoU < 0.3 with every face) from the same scenes;
+* UTKFace faces (found by the stock cascade, score > 0.95) with a synthetic mask (mtcnn_synth.py), some
+  worn below the nose, and some left unmasked; their partial-face negatives too.
+
+Box targets: annotated boxes are drawn in another style than MTCNN's (more forehead, ...); to keep the
+boxes (and so the mouth crop) as the stock nets draw them, targets are the annotated box mapped by the
+median stock-box/annotation offset measured on matched unmasked train faces. Landmark targets (O-Net) are
+distilled: the stock O-Net's landmarks on the same crop, and for a synthetic mask on the *unmasked* crop.
+
+    .venv/bin/python tools/training/mtcnn_mine.py --net rnet   # -> .cache/mtcnn/rnet_data.npz
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+
+import mtcnn_synth  # noqa: E402
+from mtcnn_common import CACHE, MODELS, data_dir, detector, rgb, scene_images  # noqa: E402
+from mask_guard import boxes as bx  # noqa: E402
+from mask_guard.faces import crop_and_resize  # noqa: E402
+from mask_guard.boxes import iou  # noqa: E402
+
+SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+POS, PART, NEG = 0.65, 0.4, 0.3
+
+
+def norm(img: np.ndarray) -> np.ndarray:
+    return (img.astype(np.float32) - 127.5) * (1.0 / 128.0)
+
+
+def to_u8(patches: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(patches * 128.0 + 127.5), 0, 255).astype(np.uint8)
+
+
+class Sink:
+    """Collects crops with labels: cls 1 pos, 0 neg, -1 part; offsets; landmark target + weight."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.x, self.cls, self.off, self.src, self.lm_src = [], [], [], [], []
+
+    def add(self, nimg: np.ndarray, boxes: np.ndarray, cls: np.ndarray, targets: np.ndarray, src: int,
+            teacher_img: np.ndarray | None = None) -> None:
+        if not len(boxes):
+            return
+        boxes = boxes.astype(np.float64)
+        self.x.append(to_u8(crop_and_resize(nimg, boxes, self.size)))
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        off = (targets - boxes) / np.hstack([w, h, w, h])
+        self.cls.append(cls.astype(np.int8))
+        self.off.append(np.where(cls[:, None] != 0, off, 0).astype(np.float32))
+        self.src.append(np.full(len(boxes), src, np.int8))
+        # the crop a landmark teacher sees: the same box on the unmasked image where there is one
+        self.lm_src.append(to_u8(crop_and_resize(teacher_img, boxes, 48)) if teacher_img is not None
+                           else None)
+
+    def label(self, nimg, boxes, faces, targets, src, teacher_img=None, keep_neg=True):
+        """Label ``boxes`` by IoU with ``faces`` (x1y1x2y2), regress towards ``targets`` (same rows)."""
+        if not len(boxes):
+            return
+        if len(faces):
+            m = iou(boxes, faces)
+            best = m.argmax(1)
+            top = m.max(1)
+            tgt = targets[best]
+        else:
+            top = np.zeros(len(boxes))
+            tgt = boxes.copy()
+        cls = np.full(len(boxes), -2)
+        cls[top > POS] = 1
+        cls[(top >= PART) & (top <= POS)] = -1
+        if keep_neg:
+            cls[top < NEG] = 0
+        ok = cls > -2
+        self.add(nimg, boxes[ok], cls[ok], tgt[ok], src, teacher_img)
+
+
+def jitter(face: np.ndarray, rng, n: int, spread: float, lo: float, hi: float) -> np.ndarray:
+    w, h = face[2] - face[0], face[3] - face[1]
+    cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+    s = max(w, h) * rng.uniform(lo, hi, n)
+    x = cx + rng.uniform(-spread, spread, n) * w - s / 2
+    y = cy + rng.uniform(-spread, spread, n) * h - s / 2
+    return np.stack([x, y, x + s, y + s], 1)
+
+
+def lower_half_boxes(face: np.ndarray, rng, n: int) -> np.ndarray:
+    w, h = face[2] - face[0], face[3] - face[1]
+    s = w * rng.uniform(0.3, 0.55, n)
+    x = face[0] + rng.uniform(0, 1, n) * (w - s)
+    y = face[1] + h / 2 + rng.uniform(0, 1, n) * np.maximum(h / 2 - s, 0)
+    return np.stack([x, y, x + s, y + s], 1)
+
+
+def background(shape, rng, n: int, min_px: int) -> np.ndarray:
+    h, w = shape[:2]
+    top = max(min_px + 1, min(h, w) // 2)
+    s = rng.uniform(min_px, top, n)
+    x = rng.uniform(0, np.maximum(w - s, 1))
+    y = rng.uniform(0, np.maximum(h - s, 1))
+    return np.stack([x, y, x + s, y + s], 1)
+
+
+def box_style(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Median (stock box - annotation) / annotation size, per coordinate: the stock nets' box style."""
+    if len(pairs) < 20:
+        return np.zeros(4)
+    d = []
+    for g, b in pairs:
+        w, h = g[2] - g[0], g[3] - g[1]
+        d.append((b - g) / [w, h, w, h])
+    return np.median(np.array(d), axis=0)
+
+
+def styled(faces: np.ndarray, style: np.ndarray) -> np.ndarray:
+    w = (faces[:, 2] - faces[:, 0])[:, None]
+    h = (faces[:, 3] - faces[:, 1])[:, None]
+    return faces + style[None] * np.hstack([w, h, w, h])
+
+
+def mine(net: str, args) -> dict:
+    rng = np.random.default_rng(args.seed)
+    size = SIZE[net]
+    sink = Sink(size)
+    # the cascade before this net: stock weights; O-Net sees R-Net's boxes at a lowered R-Net threshold
+    det = detector("stock", args.model_dir, thresholds=[0.6, 0.3 if net == "onet" else 0.7, 0.7])
+    images = scene_images("train")
+    if args.limit:
+        images = images[:args.limit]
+    traces, pairs = [], []
+    t0 = time.time()
+    for s, path, gt in images:
+        img = rgb(path)
+        tr = det.stages(img)
+        g = np.array([b for _, b in gt], np.float64).reshape(-1, 4)
+        traces.append(tr)
+        if len(g) and len(tr["onet"]):
+            m = iou(g, tr["onet"][:, :4])
+            for i, (cls, _) in enumerate(gt):
+                j = int(m[i].argmax())
+                if cls == "without_mask" and m[i, j] >= 0.5 and g[i, 2] - g[i, 0] >= 24:
+                    pairs.append((g[i], tr["onet"][j, :4]))
+    style = box_style(pairs)
+    print(f"cascade on {len(images)} train images: {time.time() - t0:.0f} s; box style {np.round(style, 3)} "
+          f"from {len(pairs)} faces", flush=True)
+    for (s, path, gt), tr in zip(images, traces):
+        img = rgb(path)
+        nimg = norm(img)
+        faces = np.array([b for _, b in gt], np.float64).reshape(-1, 4)
+        tg = styled(faces, style) if len(faces) else faces
+        cand = tr["pnet"][:, :4] if net in ("pnet", "rnet") else bx.square(tr["rnet"][:, :4].copy())
+        if len(cand):  # cascade candidates: all pos/part, hard negatives capped (best-scored first)
+            if len(faces):
+                top = iou(cand, faces).max(1)
+            else:
+                top = np.zeros(len(cand))
+            negs = np.nonzero(top < NEG)[0][:args.neg_per_image]
+            keep = np.concatenate([np.nonzero(top >= PART)[0], negs])
+            sink.label(nimg, cand[keep], faces, tg, src=0)
+        big = faces[(faces[:, 2] - faces[:, 0]) >= 12] if len(faces) else faces
+        for f in big:
+            sink.label(nimg, jitter(f, rng, 4, 0.1, 0.85, 1.15), faces, tg, src=1)
+            sink.label(nimg, jitter(f, rng, 3, 0.35, 0.7, 1.4), faces, tg, src=1)
+            if f[2] - f[0] >= 24:
+                lb = lower_half_boxes(f, rng, 1)
+                if not len(faces) or iou(lb, faces).max() < NEG:
+                    sink.add(nimg, lb, np.zeros(1), lb, src=2)
+        bg = background(img.shape, rng, 6, 12)
+        if len(faces):
+            bg = bg[iou(bg, faces).max(1) < NEG]
+        sink.add(nimg, bg, np.zeros(len(bg)), bg, src=3)
+    print(f"scene crops: {sum(len(c) for c in sink.cls)} ({time.time() - t0:.0f} s)", flush=True)
+    utk_faces(sink, det, rng, args)
+    return finish(sink, net, style, time.time() - t0)
+
+
+def utk_faces(sink: Sink, det, rng, args) -> None:
+    files = sorted((data_dir() / "faces" / "utkface" / "without_mask").glob("*.jpg"))
+    if not files or not args.utk:
+        return
+    files = [files[i] for i in np.linspace(0, len(files) - 1, min(args.utk, len(files))).astype(int)]
+    templates, tex = mtcnn_synth.load_templates(), mtcnn_synth.textures()
+    used = 0
+    for p in files:
+        img = rgb(p)
+        d = det.detect(img)
+        if len(d) != 1 or d.scores[0] < 0.95:
+            continue
+        box, lm = d.boxes[0].astype(np.float64), d.landmarks[0]
+        if rng.random() < 0.75:
+            shown = mtcnn_synth.put_mask(img, lm, templates, tex, rng, below_nose=rng.random() < 0.25)
+        else:
+            shown = img
+        nshown, nteach = norm(shown), norm(img)
+        f = box[None]
+        sink.label(nshown, jitter(box, rng, 3, 0.1, 0.85, 1.15), f, f, src=4, teacher_img=nteach)
+        sink.label(nshown, jitter(box, rng, 2, 0.35, 0.7, 1.4), f, f, src=4, teacher_img=nteach)
+        lb = lower_half_boxes(box, rng, 1)
+        if iou(lb, f).max() < NEG:
+            sink.add(nshown, lb, np.zeros(1), lb, src=5)
+        used += 1
+    print(f"utkface: {used} faces used of {len(files)}", flush=True)
+
+
+def finish(sink: Sink, net: str, style: np.ndarray, secs: float) -> dict:
+    x = np.concatenate(sink.x)
+    cls = np.concatenate(sink.cls)
+    off = np.concatenate(sink.off)
+    src = np.concatenate(sink.src)
+    lm = np.zeros((len(x), 10), np.float32)
+    lm_w = np.zeros(len(x), np.float32)
+    if net == "onet":  # distilled landmarks: the stock O-Net on the (unmasked, where known) crop
+        from mask_guard.faces import _Net
+        teacher = _Net(MODELS / "mtcnn_onet.tflite", 1, 8)
+        crops = np.concatenate([t if t is not None else x[i0:i0 + len(c)]
+                                for t, c, i0 in zip(sink.lm_src, sink.cls, np.cumsum([0] + [len(c) for c in sink.cls])[:-1])])
+        for a in range(0, len(x), 128):
+            (out,) = teacher.run_batched(norm(crops[a:a + 128]), 10)
+            lm[a:a + 128] = out
+        lm_w[cls != 0] = 1.0
+    out = CACHE / f"{net}_data.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, x=x, cls=cls, off=off, lm=lm, lm_w=lm_w, src=src)
+    summary = {"net": net, "crops": len(x), "pos": int((cls == 1).sum()), "part": int((cls == -1).sum()),
+               "neg": int((cls == 0).sum()), "by_source": {int(k): int((src == k).sum()) for k in np.unique(src)},
+               "box_style": style.tolist(), "seconds": round(secs)}
+    (CACHE / f"{net}_data.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net", required=True, choices=list(SIZE))
+    ap.add_argument("--model-dir", type=Path, default=MODELS)
+    ap.add_argument("--neg-per-image", type=int, default=40)
+    ap.add_argument("--utk", type=int, default=2000, help="UTKFace faces to use (0: none)")
+    ap.add_argument("--limit", type=int, default=0, help="first N train images only (a quick try)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    mine(args.net, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
