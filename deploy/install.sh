@@ -10,6 +10,9 @@
 #                         default: the user who ran sudo
 #          --no-start     install and enable, but do not (re)start the service
 #          --skip-apt     do not install Debian packages (already done, or managed elsewhere)
+#          --network      let the service open IP sockets, which MQTT (mqtt.enabled) and IP cameras
+#                         (rtsp://, http://) need: writes the drop-in mask-guard.service.d/network.conf;
+#                         --no-network removes it (the unit alone allows Unix sockets only)
 #
 # Layout: program in /opt/mask-guard/venv (a venv with --system-site-packages, so apt's numpy,
 # OpenCV, picamera2 and systemd bindings are used), models and sounds in /usr/share/mask-guard,
@@ -23,6 +26,7 @@ DRY=0
 UNINSTALL=0
 PURGE=0
 START=1
+NETWORK=""  # 1: write the network drop-in, 0: remove it, empty: leave it as it is
 APT=1
 ADMIN=${SUDO_USER:-}
 
@@ -32,6 +36,7 @@ SHARE=/usr/share/mask-guard
 ETC=/etc/mask-guard
 UNIT=/etc/systemd/system/mask-guard.service
 SYSUSERS=/etc/sysusers.d/mask-guard.conf
+DROPIN=/etc/systemd/system/mask-guard.service.d/network.conf
 BIN=/usr/local/bin/mask-guard
 STATE=/var/lib/mask-guard
 
@@ -39,10 +44,11 @@ STATE=/var/lib/mask-guard
 # Python 3.11 (Bookworm) and 3.13 (Trixie) that accept numpy >= 1.23 (Bookworm's 1.24 and Trixie's 2.x).
 PIP_PKGS=("ai-edge-litert==2.3.0" "simpleaudio==1.0.4")
 APT_PKGS=(python3 python3-venv python3-dev gcc libasound2-dev alsa-utils
-          python3-numpy python3-opencv python3-yaml python3-systemd)
+          python3-numpy python3-opencv python3-yaml python3-systemd
+          python3-paho-mqtt python3-gpiozero)  # MQTT and the GPIO lamp, both off until configured
 APT_OPTIONAL=(python3-picamera2)  # Raspberry Pi OS only; elsewhere a USB webcam through OpenCV
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +60,8 @@ while [ $# -gt 0 ]; do
     --admin) ADMIN=${2:?--admin needs a user name}; shift ;;
     --no-start) START=0 ;;
     --skip-apt) APT=0 ;;
+    --network) NETWORK=1 ;;
+    --no-network) NETWORK=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -204,11 +212,38 @@ install_files() {
   fi
 }
 
+# The unit keeps RestrictAddressFamilies=AF_UNIX; this drop-in widens it (and waits for the network at boot).
+network_dropin() {
+  if [ "$NETWORK" = 1 ]; then
+    local tmp
+    tmp=$(mktemp)
+    cat > "$tmp" <<'EOF_DROPIN'
+# Written by deploy/install.sh --network: MQTT (mqtt.enabled) and IP cameras need IP sockets.
+# Remove it with: sudo deploy/install.sh --no-network
+[Unit]
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+EOF_DROPIN
+    put 0644 "$tmp" "$DROPIN"
+    rm -f "$tmp"
+    say "network sockets allowed: $DROPIN"
+  elif [ "$NETWORK" = 0 ]; then
+    remove "$DROPIN"
+    say "network sockets no longer allowed (Unix sockets only)"
+  elif [ -e "$ROOT$DROPIN" ]; then
+    say "keeping $DROPIN (network sockets allowed; --no-network removes it)"
+  fi
+}
+
 do_install() {
   check_platform
   [ "$SYSTEM" -eq 0 ] || [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0)"
   if [ "$APT" -eq 1 ]; then apt_install; fi
   install_files
+  network_dropin
   run systemd-sysusers "$SYSUSERS"
   # The service reads its config as group mask-guard; the file may hold stream passwords.
   run chown root:mask-guard "$ETC/config.yaml"
@@ -236,7 +271,7 @@ do_uninstall() {
   if [ "$SYSTEM" -eq 0 ] || systemctl list-unit-files mask-guard.service >/dev/null 2>&1; then
     run systemctl disable --now mask-guard.service
   fi
-  remove "$UNIT" "$BIN" "$PREFIX" "$SHARE" "$SYSUSERS"
+  remove "$UNIT" "$BIN" "$PREFIX" "$SHARE" "$SYSUSERS" "$DROPIN"
   run systemctl daemon-reload
   if [ "$PURGE" -eq 1 ]; then
     remove "$ETC" "$STATE"

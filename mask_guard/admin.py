@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .cli import EXIT_NOPERM, EXIT_NOT_RUNNING, EXIT_OK, CliError, _model_error, _out, load
+from .cli_common import EXIT_NOPERM, EXIT_NOT_RUNNING, EXIT_OK, CliError, load
+from .cli_common import model_error as _model_error
+from .cli_common import out as _out
 from .config import Config
 
 log = logging.getLogger("mask_guard.cli")
@@ -73,7 +75,19 @@ def cmd_status(a: argparse.Namespace) -> int:
     la = reply.get("last_alert")
     print("last alert: " + (f"{la.get('time')} (person {la.get('track_id')})" if la else "none"))
     print(f"audio: {reply.get('audio', '?')}")
+    _print_outputs(reply.get("outputs") or {})
     return EXIT_OK
+
+
+def _print_outputs(outputs: dict) -> None:
+    m = outputs.get("mqtt")
+    if isinstance(m, dict):
+        print(f"mqtt: {m.get('state')}, {m.get('broker')}, topic {m.get('topic')}, {m.get('delivered', 0)} events "
+              f"delivered, {m.get('queued', 0)} queued, {m.get('dropped', 0)} dropped"
+              + (f", last error: {m['error']}" if m.get("error") else ""))
+    for name in ("gpio", "alert_command"):
+        if outputs.get(name) not in (None, "off"):
+            print(f"{name.replace('_', ' ')}: {outputs[name]}")
 
 
 def cmd_snapshot(a: argparse.Namespace) -> int:
@@ -171,6 +185,8 @@ def read_counts(cfg: Config) -> tuple[Path, dict]:
 def cmd_stats(a: argparse.Namespace) -> int:
     cfg = load(a.config)
     path, days = read_counts(cfg)
+    if a.plot:
+        return _plot(days, path, Path(a.plot), a.days)
     if a.json:
         _out(json.dumps({"state_file": str(path), "days": days}))
         return EXIT_OK
@@ -185,4 +201,21 @@ def cmd_stats(a: argparse.Namespace) -> int:
     if len(days) > 1:
         print(f"{'total':10s}  " + "  ".join(f"{sum(d.get(k, 0) for d in days.values()):>8}" for k in FIELDS))
     print(f"({path})")
+    return EXIT_OK
+
+
+def _plot(days: dict, path: Path, out: Path, n_days: int) -> int:
+    from .mqtt import hostname
+    from .plot import PlotUnavailable, plot_days
+
+    if not days:
+        raise CliError(f"no counts to plot yet ({path})")
+    try:
+        span = plot_days(days, out, n_days, title=f"mask-guard on {hostname()}")
+    except PlotUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    shown = [d for d in span if d.isoformat() in days]
+    print(f"{out}: {len(span)} days ({span[0]} to {span[-1]}), {len(shown)} with counts ({path})")
     return EXIT_OK

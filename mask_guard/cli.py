@@ -1,8 +1,5 @@
-"""``mask-guard``: run the daemon, check a config, detect on images, and talk to the running service.
-
-Exit codes: 0 ok; 1 error (some images unreadable, snapshot failed); 2 usage; 3 the service is not
-running (status); 4 permission denied on the control socket; 66 a model file missing or corrupt;
-78 invalid configuration (sysexits EX_NOINPUT / EX_CONFIG: the unit does not restart on those).
+"""``mask-guard``: run the daemon, check a config, detect on images; the parser for every command
+(status, snapshot and stats live in admin.py; exit codes and shared helpers in cli_common.py).
 """
 from __future__ import annotations
 
@@ -10,45 +7,24 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Iterator, Optional
 
 from . import __version__, logs
+from .admin import cmd_snapshot, cmd_stats, cmd_status
+from .cli_common import EXIT_CONFIG, EXIT_ERROR, EXIT_MODEL, EXIT_OK, CliError, load  # noqa: F401  (tests use EXIT_*)
+from .cli_common import model_error as _model_error
+from .cli_common import out as _out
 from .config import Config, ConfigError, load_config
 
 log = logging.getLogger("mask_guard.cli")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOPERM = 0, 1, 2, 3, 4
-EXIT_MODEL, EXIT_CONFIG = 66, 78
-SYSTEM_CONFIG = Path("/etc/mask-guard/config.yaml")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_ERROR):
-        super().__init__(message)
-        self.code = code
-
-
 # --- helpers -------------------------------------------------------------------------------------
-
-def default_config_path() -> Optional[Path]:
-    """``$MASK_GUARD_CONFIG``, else /etc/mask-guard/config.yaml when present, else built-in defaults."""
-    env = os.environ.get("MASK_GUARD_CONFIG")
-    if env:
-        return Path(env)
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
-
-
-def load(path: Optional[str]) -> Config:
-    p = Path(path) if path else default_config_path()
-    try:
-        return load_config(p)
-    except ConfigError as exc:
-        raise CliError(f"invalid configuration {p}:\n  " + "\n  ".join(exc.errors), EXIT_CONFIG) from exc
-
 
 def iter_images(paths: list[str]) -> Iterator[str]:
     """Files as given; folders searched recursively for jpg/jpeg/png/bmp, in sorted order."""
@@ -77,14 +53,6 @@ def read_image(path: str):
     if img is None or img.size == 0:
         return None, "not a readable image"
     return img, None
-
-
-def _out(line: str) -> None:
-    print(line, flush=True)
-
-
-def _model_error(exc: Exception) -> CliError:
-    return CliError(str(exc), EXIT_MODEL)
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -188,12 +156,35 @@ def cmd_check_config(a: argparse.Namespace) -> int:
     print(f"  alerts      {'on' if cfg.alerts.enabled else 'off'}, {sound}, cooldown {cfg.alerts.cooldown_s:g} s{quiet}")
     if cfg.alerts.enabled and not sound.is_file():
         print(f"  warning: alerts.sound: {sound} not found (detection would run without sound)")
+    _print_outputs(cfg)
     if problems:
         print(f"{a.file}: the files it names have {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return EXIT_MODEL
     return EXIT_OK
+
+
+def _print_outputs(cfg: Config) -> None:
+    """The listeners beyond the speaker, with warnings about the files they need; never a password."""
+    from .mqtt import describe, read_password
+
+    o, a = cfg.outputs, cfg.alerts
+    if o.gpio_pin:
+        print(f"  gpio        GPIO{o.gpio_pin} on {o.gpio_on_s:g} s per alert, active {'high' if o.gpio_active_high else 'low'}")
+    if a.command:
+        argv = shlex.split(a.command)  # only the program: its arguments may hold a token
+        print(f"  command     {argv[0]} (+{len(argv) - 1} arguments), timeout {a.command_timeout_s:g} s")
+    if not cfg.mqtt.enabled:
+        print("  mqtt        off")
+        return
+    print(f"  mqtt        {describe(cfg.mqtt)}")
+    try:
+        read_password(cfg.mqtt)
+    except ValueError as exc:
+        print(f"  warning: {exc} (MQTT would stay off; the service reads it as user mask-guard)")
+    if cfg.mqtt.tls and not os.path.isfile(os.path.expanduser(cfg.mqtt.tls)):
+        print(f"  warning: mqtt.tls: {cfg.mqtt.tls} not found (MQTT would stay off)")
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -214,8 +205,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .admin import cmd_snapshot, cmd_stats, cmd_status  # admin.py imports this module
-
     ap = argparse.ArgumentParser(prog="mask-guard", description="Face-mask alert appliance.")
     ap.add_argument("--version", action="version", version=f"mask-guard {__version__}")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
@@ -257,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("stats", help="per-day counts from the state file"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--days", type=int, default=31, help="show the last N days (default 31)")
+    p.add_argument("--plot", metavar="OUT.png", help="draw people, masked, unmasked, alerts per day and the "
+                   "masked share into a chart (needs matplotlib)")
     p.set_defaults(func=cmd_stats)
 
     p = with_config(sub.add_parser("status", help="state of the running service (exit 3 if not running)"))
@@ -284,7 +275,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m mask_guard.cli`: run the package's module, not this __main__ copy (admin.py imports it)
-    from mask_guard.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

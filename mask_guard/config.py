@@ -68,9 +68,9 @@ class MotionConfig:
                             "averaged sensor noise and JPEG flicker", min=1, max=255)
     min_area: float = _opt(0.002, "share of the copy that must change to be motion (a person far away changes "
                            "about 1 %)", min=0.0, max=1.0)
-    relearn_area: float = _opt(0.5, "a change this large at once, after matching the brightness, is a new scene "
-                               "(lights, exposure): the background is re-learnt and the detector looks once",
-                               min=0.01, max=1.0)
+    relearn_area: float = _opt(0.3, "a change this large at once, even after matching the local brightness, is a "
+                               "new scene (the camera moved, a day/night switch): the background is re-learnt from "
+                               "it and the detector looks once, instead of chasing it for seconds", min=0.01, max=1.0)
     learn_s: float = _opt(2.0, "time constant of the background (s): it follows slow light drift and forgets "
                           "a person who left within a few seconds", min=0.1, max=600)
 
@@ -124,6 +124,9 @@ class TrackerConfig:
     hit_counter_max: int = _opt(40, "frames a person survives without being seen (bridges a 1 s blackout at "
                                 "25-30 fps)", min=1, max=1000)
     initialization_delay: int = _opt(2, "hits before a new person gets an id", min=0, max=100)
+    reid_frames: int = _opt(90, "frames a lost person is remembered: a new face where they were lost, at their "
+                            "size, is them again (a head turned away ~3 s at 30 fps); one count, one alert. 0: off",
+                            min=0, max=10000)
 
 
 @dataclass
@@ -183,14 +186,14 @@ class MqttConfig:
     enabled: bool = _opt(False, "publish to an MQTT broker (the unit needs deploy/install.sh --network)")
     host: str = _opt("localhost", "broker host name or address")
     port: int = _opt(0, "broker port; 0: 1883, or 8883 with tls", min=0, max=65535)
-    topic: str = _opt("", "base topic (availability, state, event below it); empty: mask-guard/<hostname>",
+    topic: str = _opt("", "base topic (availability, state, event below it); empty: mask-guard/HOSTNAME",
                       pattern=r"^[^#+\s]*[^#+\s/]$", format="a topic without +, #, spaces or a trailing /",
                       allow_empty=True)
     username: str = _opt("", "user name at the broker; empty: anonymous")
     password_file: str = _opt("", "file whose first line is the password (kept out of this file, so it never "
                               "shows in logs, status or check-config)")
     tls: str = _opt("", "CA certificate (PEM) the broker's certificate must be signed by; set: TLS")
-    client_id: str = _opt("", "MQTT client id; empty: mask-guard-<hostname>")
+    client_id: str = _opt("", "MQTT client id; empty: mask-guard-HOSTNAME")
     discovery_prefix: str = _opt("homeassistant", "Home Assistant discovery prefix; empty: no discovery messages")
     keepalive_s: int = _opt(30, "ping interval; the broker publishes the last will ('offline') after 1.5x this "
                             "without a word", min=5, max=3600)
@@ -287,6 +290,9 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
     m = cfg.mouths
     if m.mouth_off > m.mouth_on:
         errors.append(f"mouths.mouth_off: {m.mouth_off} is above mouths.mouth_on ({m.mouth_on}), must be <=")
+    if cfg.motion.min_area >= cfg.motion.relearn_area:
+        errors.append(f"motion.min_area: {cfg.motion.min_area} is not below motion.relearn_area "
+                      f"({cfg.motion.relearn_area}), must be <")
     if cfg.source.retry_max_s < cfg.source.retry_initial_s:
         errors.append(f"source.retry_max_s: {cfg.source.retry_max_s} is below source.retry_initial_s, must be >=")
     if bool(cfg.alerts.quiet_start) != bool(cfg.alerts.quiet_end):

@@ -41,6 +41,7 @@ class AlertHook:
         self.error = ""
         self._q: queue.Queue = queue.Queue(QUEUE)
         self._current: Optional[subprocess.Popen] = None
+        self._closing = False
         exe = self.argv[0] if self.argv else ""
         if not exe or not (shutil.which(exe) or os.path.exists(exe)):
             self.error = f"{exe!r} not found"
@@ -61,7 +62,7 @@ class AlertHook:
     def _worker(self) -> None:
         while True:
             event = self._q.get()
-            if event is None:
+            if event is None or self._closing:
                 return
             self._run(event)
 
@@ -88,7 +89,9 @@ class AlertHook:
         finally:
             self._current = None
         self.runs += 1
-        if proc.returncode != 0:
+        if self._closing:
+            log.debug("alerts.command for %s ended at shutdown (%s)", who, proc.returncode)
+        elif proc.returncode != 0:
             self._failed(f"exited {proc.returncode} for {who}" + _tail(err))
         else:
             self.error = ""
@@ -104,6 +107,7 @@ class AlertHook:
 
     def close(self, timeout: float = 0.3) -> None:
         """Stop taking alerts; a command still running gets ``timeout`` seconds, then is killed."""
+        self._closing = True
         try:
             self._q.put_nowait(None)
         except queue.Full:

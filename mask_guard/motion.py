@@ -9,11 +9,15 @@ sensor noise averages away, since neighbouring samples come from pixels far apar
   ``motion.threshold`` grey levels.
 * **slow light drift** (sun, clouds) is followed by the background itself, which forgets with a time
   constant of ``motion.learn_s`` (per second of frame time, so 5 fps and 30 fps mean the same).
-* **a global light change** (lights switched on, a camera's auto exposure): the frame is first matched
-  to the background's mean brightness, so a uniform gain change is not motion at all; what is left,
-  if it covers ``motion.relearn_area`` of the frame or more, re-learns the background from this frame
-  at once, and the frame is reported as ``relearn`` (the detector looks once) instead of the gate
-  staying "active" while a slow background catches up.
+* **a light change** (lights switched on or off, a lamp, the sun through a window, a camera's auto
+  exposure): the frame is first matched to the background's *local* brightness (the ratio of the two
+  copies' means over a window a sixth of the frame high), so a change of light, even over one part of
+  the room, is not motion; a person is, because a person's outline and features are finer than that
+  window.
+* **a new scene** (the camera moved, a day/night switch): a change over ``motion.relearn_area`` of the
+  frame or more, after the brightness matching, re-learns the background from this frame at once; the
+  frame is reported as ``relearn`` (the detector looks once) instead of the gate staying "active"
+  while a slow background catches up. A person filling the view is looked at all the same.
 
 ``MotionGate.check(image, t)`` -> ``MotionResult``. The policy on top (any live track, or
 ``motion.max_idle_s`` without a detection, also runs the detector) is the pipeline's.
@@ -29,7 +33,7 @@ import numpy as np
 
 from .config import MotionConfig
 
-MIN_MEAN = 8.0  # grey levels: below this a frame is too dark for a meaningful brightness ratio
+DARK = 8.0  # grey levels added to both means of the ratio: in the dark, noise must not make up a gain
 MAX_GAIN = 4.0  # brightness matching never scales by more than this (or less than its inverse)
 
 
@@ -77,14 +81,11 @@ class MotionGate:
             return MotionResult(moving=True, changed=1.0, first=True)
         dt = t - self._t if self._t is not None else 0.0
         self._t = t
-        bg_mean, cur_mean = float(self._bg.mean()), float(cur.mean())
-        # Match the brightness: a uniform gain (lights, exposure) is not motion.
-        if bg_mean > MIN_MEAN and cur_mean > MIN_MEAN:
-            gain = min(max(bg_mean / cur_mean, 1.0 / MAX_GAIN), MAX_GAIN)
-            matched = cur * np.float32(gain)
-        else:
-            matched = cur
-        diff = cv2.absdiff(matched, self._bg)
+        # Match the local brightness: light (lamps, exposure, the sun) changes slowly across the frame.
+        k = max(3, cur.shape[0] // 6) | 1
+        gain = (cv2.blur(self._bg, (k, k)) + DARK) / (cv2.blur(cur, (k, k)) + DARK)
+        np.clip(gain, 1.0 / MAX_GAIN, MAX_GAIN, out=gain)
+        diff = cv2.absdiff(cur * gain, self._bg)
         changed = float(np.count_nonzero(diff > self.cfg.threshold)) / diff.size
         if changed >= self.cfg.relearn_area:
             self._bg = cur  # a new scene (lights on): start again from it instead of catching up slowly

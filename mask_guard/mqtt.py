@@ -181,7 +181,7 @@ class MqttPublisher:
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             try:
-                client.tls_set(ca_certs=str(Path(cfg.tls).expanduser()))
+                client.tls_set(ca_certs=str(Path(cfg.tls).expanduser()), tls_version=ssl.PROTOCOL_TLS_CLIENT)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ValueError(f"mqtt.tls: cannot use the CA file {cfg.tls}: {exc}") from exc
         client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)

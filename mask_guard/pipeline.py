@@ -206,6 +206,8 @@ class Pipeline:
         self._last_index = frame.index
         tracks = self.tracker.update(dets, period=period)
         result = FrameResult(frame=frame, faces=faces, detected=bool(why), why=why)
+        for tid in self.tracker.reidentified:  # the same person back (or a look-alike): new evidence may overturn
+            self.votes.soften(tid)
         for t in tracks:
             if t.id is None:
                 continue
@@ -234,7 +236,7 @@ class Pipeline:
         if not faces:
             return []
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
-        others = [o.box for o in self.tracker.tracked_objects() if o.id is not None]
+        others = [o.box for o in self.tracker.tracked_objects if o.id is not None]
         big = np.concatenate([boxes, np.array(others, np.float64).reshape(-1, 4)])
         inside = iou(boxes, big, method="min") >= INNER_OVERLAP
         smaller = area(boxes)[:, None] < INNER_AREA * area(big)[None, :]

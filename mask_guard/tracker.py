@@ -16,6 +16,13 @@ seen for ``hit_counter_max / 2`` frames survives ``hit_counter_max`` frames unse
 a flicker still dies almost at once. Ids count up from 1 and are never reused, not even after
 ``reset()``, so votes and alerts keyed by id can never be inherited by a stranger.
 
+Re-identification (Norfair's ReID, kept simple): a person who dies is remembered for
+``tracker.reid_frames`` frames. A new candidate that becomes a person where a remembered person was last
+seen (centre within ``REID_SHIFT`` face sizes, size within ``REID_GROWTH``) takes that person's id back:
+a dancer's face turned away for three seconds, someone bending to a bag, is one person, counted and
+alerted once. Only then are the remembered ids reported in ``removed_ids``; ``reidentified`` lists the ids
+taken back this frame (the caller softens their tally, since a stranger can look the same).
+
 The box distance (``box_distance``), 0 (same box) .. 1 (unrelated)::
 
     e = sqrt( (|centre shift| / (Tc' * size))^2 + (g / Ts')^2 ),  distance = min(e, 1)
@@ -59,6 +66,8 @@ MAX_SIGMA_S = 1.0
 # A person's hit counter rises by this per frame seen (a candidate's by 1, so initialization_delay counts
 # hits): someone seen for half a second bridges a one-second blackout.
 PERSON_GAIN = 2
+REID_SHIFT = 1.5  # face sizes between where a person was lost and where the new face is
+REID_GROWTH = 0.5  # |ln(size ratio)|: up to ~1.65x bigger or smaller
 
 
 def box_distance(pred: np.ndarray, pred_std: np.ndarray, dets: np.ndarray) -> np.ndarray:
@@ -146,7 +155,9 @@ class Tracker:
     def __init__(self, cfg: TrackerConfig):
         self.cfg = cfg
         self.frame = 0  # frames processed (sum of periods)
-        self.removed_ids: list[int] = []  # people who died in the last update (or reset): forget their votes
+        self.removed_ids: list[int] = []  # people gone for good in the last update (or reset): forget their votes
+        self.reidentified: list[int] = []  # ids a new face took back in the last update (see ReID above)
+        self._lost: list[tuple[TrackedObject, int]] = []  # (person, frame it died) remembered for ReID
         self._next_id = 1
         self._objects: list[TrackedObject] = []  # rows of self._kf, in the same order
         self._kf = BoxKalman()
@@ -162,8 +173,9 @@ class Tracker:
 
     def reset(self) -> list[int]:
         """Forget every track (e.g. the camera was replaced). Ids keep counting up. Returns the ids dropped."""
-        self.removed_ids = [o.id for o in self._objects if o.id is not None]
+        self.removed_ids = [o.id for o in self._objects if o.id is not None] + [o.id for o, _ in self._lost]
         self._objects = []
+        self._lost = []
         self._kf = BoxKalman()
         return list(self.removed_ids)
 
@@ -177,6 +189,10 @@ class Tracker:
         period = max(1, int(period))
         self.frame += period
         self.removed_ids = []
+        self.reidentified = []
+        keep_lost = [(o, f) for o, f in self._lost if self.frame - f <= self.cfg.reid_frames]
+        self.removed_ids += [o.id for o, f in self._lost if self.frame - f > self.cfg.reid_frames]
+        self._lost = keep_lost
         if detections is None:
             detections = Detections.empty()
         rows = _finite_rows(detections)
@@ -241,7 +257,11 @@ class Tracker:
 
         alive = np.array([o.hit_counter >= 0 for o in self._objects], dtype=bool)
         if not alive.all():
-            self.removed_ids = [o.id for o, a in zip(self._objects, alive) if not a and o.id is not None]
+            dead = [o for o, a in zip(self._objects, alive) if not a and o.id is not None]
+            if cfg.reid_frames > 0:
+                self._lost += [(o, self.frame) for o in dead]
+            else:
+                self.removed_ids += [o.id for o in dead]
             self._objects = [o for o, a in zip(self._objects, alive) if a]
             self._kf.keep(alive)
             if self.removed_ids:
@@ -263,13 +283,44 @@ class Tracker:
             o.box = box
             o.velocity = vel
             if o.id is None and o.hit_counter > cfg.initialization_delay:
-                o.id = self._next_id
-                self._next_id += 1
-                log.debug("new person %d at %s", o.id, np.round(box, 1))
+                back = self._reidentify(o)
+                if back is not None:
+                    o.id = back
+                    self.reidentified.append(back)
+                    log.debug("person %d back at %s", o.id, np.round(box, 1))
+                else:
+                    o.id = self._next_id
+                    self._next_id += 1
+                    log.debug("new person %d at %s", o.id, np.round(box, 1))
             if o.id is not None:
                 out.append(o)
         out.sort(key=lambda o: o.id)
         return out
+
+    def _reidentify(self, o: TrackedObject) -> Optional[int]:
+        """The id of the remembered person ``o`` (a new person) is, if any; forgets them (see ReID)."""
+        live = {p.id for p in self._objects if p.id is not None}
+        cands = [(p, f) for p, f in self._lost if p.id not in live]
+        k = _reid_match(np.array([p.last_measurement for p, _ in cands]).reshape(-1, 4), o.last_measurement)
+        if k is None:
+            return None
+        pid = cands[k][0].id
+        self._lost = [(p, f) for p, f in self._lost if p.id != pid]
+        return pid
+
+
+def _reid_match(lost: np.ndarray, z: np.ndarray) -> Optional[int]:
+    """Row of ``lost`` (last measurements, cx cy s r) the measurement ``z`` re-identifies, or None."""
+    if not len(lost):
+        return None
+    ref = np.sqrt(np.maximum(lost[:, 2], 1e-3) * max(z[2], 1e-3))
+    shift = np.hypot(lost[:, 0] - z[0], lost[:, 1] - z[1]) / ref
+    growth = np.abs(np.log(np.maximum(lost[:, 2], 1e-3) / max(z[2], 1e-3)))
+    ok = (shift <= REID_SHIFT) & (growth <= REID_GROWTH)
+    if not ok.any():
+        return None
+    score = np.where(ok, shift / REID_SHIFT + growth / REID_GROWTH, np.inf)
+    return int(np.argmin(score))
 
 
 def ids_by_detection(objects: Sequence[TrackedObject], n: int) -> list[Optional[int]]:

@@ -83,6 +83,14 @@ class VoteBook:
         b.decision = new
         return change
 
+    def soften(self, track_id: int) -> None:
+        """A re-identified person (tracker ReID): keep the decision, but let new evidence overturn it within
+        ``decide_after`` votes, in case the face that came back is a stranger's."""
+        b = self._ballots.get(track_id)
+        if b is not None:
+            k = self.cfg.decide_after
+            b.tally = max(-k, min(k, b.tally))
+
     def decision(self, track_id: int) -> Decision:
         b = self._ballots.get(track_id)
         return b.decision if b else Decision.UNDECIDED

@@ -173,3 +173,21 @@ class Subscriber:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(5)
+
+
+def retained(broker, topic: str) -> dict[str, str]:
+    """What a client subscribing now gets as retained messages (a fresh mosquitto_sub)."""
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", READER,
+                        "-P", READER_PASSWORD, "-t", topic, "--retained-only", "-W", "1", "-F", "%t\t%p"],
+                       capture_output=True, text=True, timeout=10)
+    return dict(line.split("\t", 1) for line in r.stdout.splitlines() if "\t" in line)
+
+
+def unique_in_order(evs: list[dict]) -> list[dict]:
+    """QoS 1 is at least once: a redelivered event carries the same seq."""
+    seen, out = set(), []
+    for e in evs:
+        if e["seq"] not in seen:
+            seen.add(e["seq"])
+            out.append(e)
+    return out

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from datetime import datetime
 from pathlib import Path
@@ -277,3 +278,82 @@ def test_policy_forgets_old_people():
         p.alerted(i, float(i))
     assert len(p._last_by_track) < 300
     assert p.should_alert(999, at("12:00"), 1000.0) == (False, "realert")
+
+
+# --- the clock the rules run on -------------------------------------------------------------------
+
+class _Frame:
+    def __init__(self, video_s=None):
+        self.meta = {} if video_s is None else {"video_s": video_s}
+
+
+class _Silent:
+    """A player that always plays at once (the policy is under test here, not the sound)."""
+
+    available, error = True, ""
+
+    def play(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_frame_clock_is_the_videos_for_a_file_read_in_order_and_the_wall_clock_live():
+    from mask_guard.clock import FrameClock
+
+    wall0 = datetime(2026, 3, 2, 21, 59, 0).timestamp()
+    clock = FrameClock(wall_start=wall0, mono_start=500.0)
+    clock.tick(_Frame(video_s=90.5))
+    assert clock.video and clock.mono() == 590.5
+    assert clock.now() == datetime(2026, 3, 2, 22, 0, 30, 500000)  # the wall-clock start plus the video time
+    clock.tick(_Frame())  # a live frame
+    assert not clock.video and abs(clock.mono() - time.monotonic()) < 0.5
+    assert abs((clock.now() - datetime.now()).total_seconds()) < 1
+
+
+def test_cooldown_realert_and_quiet_hours_follow_the_video_however_fast_the_frames_come():
+    """100 s of video handled in a fraction of a second: the rules see 100 s, the wall clock sees nothing."""
+    from mask_guard.clock import FrameClock
+
+    clock = FrameClock(wall_start=datetime(2026, 3, 2, 21, 59, 0).timestamp())
+    alerter = Alerter(AlertsConfig(cooldown_s=5, realert_s=30, quiet_start="22:00", quiet_end="07:00"),
+                      player=_Silent(), clock=clock)
+    played = []
+    for i in range(1000):  # 10 fps
+        clock.tick(_Frame(video_s=i / 10))
+        for person in (1, 2):  # two unmasked people in view the whole time
+            if alerter.on_no_mask(person):
+                played.append((i / 10, person))
+    # person 1 at 0 s, person 2 once the 5 s cooldown passed, person 1 again after realert_s (30 s), then
+    # person 2 at 35 s; at 21:59 + 60 s = 22:00 the quiet hours begin: nothing more
+    assert played == [(0.0, 1), (5.0, 2), (30.0, 1), (35.0, 2)], played
+
+
+def test_on_the_video_clock_the_sound_is_busy_for_its_length_in_video_time_and_a_due_alert_cuts_it(tmp_path):
+    code = """
+from mask_guard.clock import FrameClock
+class F:
+    def __init__(self, t): self.meta = {"video_s": t}
+clock = FrameClock()
+alerter = Alerter(AlertsConfig(cooldown_s=0, realert_s=600, sound=SOUND), clock=clock)
+player = alerter.player
+log = []
+for i in range(80):  # 8 s of video at 10 fps, read in 80 ms
+    clock.tick(F(i / 10))
+    for person in (1, 2, 3):
+        if alerter.on_no_mask(person):
+            log.append([i / 10, person, player._child is not None or player._handle is not None])
+    time.sleep(0.001)
+player.stop()
+print("RESULT " + json.dumps(dict(log=log, attempts=player.attempts, error=player.error,
+                                  duration=player._wav.duration_s)))
+"""
+    r, logs = run_with_alsa(tmp_path, NULL_CARD, code)
+    d = r["duration"]
+    times = [t for t, _, _ in r["log"]]
+    assert [p for _, p, _ in r["log"]] == [1, 2, 3] and r["error"] == ""
+    # one sound at a time, in video time: each alert as soon as the previous sound has played (2.8 s of video),
+    # although on the wall clock the device was still playing the first one: it was cut short
+    assert times[0] == 0.0 and all(abs(b - a - d) <= 0.1 + 1e-9 for a, b in zip(times, times[1:])), (times, d)
+    assert r["attempts"] == 3

@@ -36,6 +36,6 @@ def test_mismatched_rows_are_refused():
 
 def test_face_json_has_the_detect_interface_keys():
     f = FaceResult(box=np.array([1.234, 2, 30, 40.56]), score=0.98765, landmarks=None,
-                   mouth=0.9, nose=0.8, verdict=Verdict.NO_MASK)
+                   mouth=0.9, nose=0.8, mask=0.05, verdict=Verdict.NO_MASK)
     assert f.to_json() == {"box": [1.2, 2.0, 30.0, 40.6], "score": 0.9877, "mouth": 0.9, "nose": 0.8,
-                           "verdict": "no_mask"}
+                           "mask": 0.05, "verdict": "no_mask"}

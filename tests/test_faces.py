@@ -273,3 +273,64 @@ def test_faces_module_does_not_import_tensorflow():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+# --- the fine-tuned "masks" nets (models/mtcnn_masks_*.tflite, models/MTCNN_MODEL_CARD.md) -------------------
+
+def _masked_test_scenes(per_set: int = 10) -> list[tuple[Path, list]]:
+    """Test-part scene images (tools/splits.py) with a masked face >= 40 px: the first ``per_set`` of each set."""
+    import splits  # tools/ is on sys.path (appliance_helpers)
+    from evaluate import read_voc
+
+    _data_or_skip()
+    by_set: dict[str, list] = {}
+    for rel, part in sorted(splits.parts().items()):
+        s = rel.split("/images/")[0]
+        if part != "test" or len(by_set.setdefault(s, [])) >= per_set:
+            continue
+        img = DATA / rel
+        faces = read_voc(img.parent.parent / "annotations" / f"{img.stem}.xml")
+        if any(c == "with_mask" and b[2] - b[0] >= 40 for c, b in faces):
+            by_set[s].append((img, faces))
+    return [x for v in by_set.values() for x in v]
+
+
+def _found_and_extra(det: FaceDetector, scenes) -> tuple[dict[str, int], int]:
+    """Annotated faces >= 40 px found (IoU >= 0.3, one to one) per class; detections matching no face."""
+    from evaluate import match
+
+    found: dict[str, int] = {}
+    extra = 0
+    for img, faces in scenes:
+        got = det.detect(_rgb(img))
+        gt = np.array([b for _, b in faces], np.float64)
+        m = match(gt, got.boxes, 0.3)
+        for i, (cls, b) in enumerate(faces):
+            if b[2] - b[0] >= 40:
+                found[cls] = found.get(cls, 0) + (i in m)
+        extra += len(got) - len(m)
+    return found, extra
+
+
+def test_masks_weights_load_run_and_keep_the_landmark_order():
+    det = FaceDetector(FacesConfig(weights="masks", min_face_px=24), MODELS)
+    img = _rgb(sorted((_data_or_skip() / "faces/utkface/without_mask").glob("*.jpg"))[0])
+    got = det.detect(img)
+    assert len(got) == 1 and got.scores[0] > 0.9
+    left_eye, right_eye, nose, mouth_left, mouth_right = got.landmarks[0]
+    assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+    # same P-Net file, so the cascade's first stage is the stock one
+    assert det.pnet.path.name == "mtcnn_pnet.tflite" and det.onet.path.name == "mtcnn_masks_onet.tflite"
+
+
+def test_masks_weights_find_more_masked_faces_than_stock_on_test_part_scenes():
+    scenes = _masked_test_scenes()
+    assert len(scenes) >= 20
+    stock, stock_extra = _found_and_extra(FaceDetector(_stock(), MODELS), scenes)
+    masks, masks_extra = _found_and_extra(FaceDetector(FacesConfig(weights="masks"), MODELS), scenes)
+    print(f"{len(scenes)} test images, faces >= 40 px found: stock {stock} ({stock_extra} unmatched), "
+          f"masks {masks} ({masks_extra} unmatched)")
+    assert masks["with_mask"] >= stock["with_mask"] + 5
+    assert masks.get("without_mask", 0) >= stock.get("without_mask", 0) - 1
+    assert masks_extra <= stock_extra

@@ -101,35 +101,35 @@ def test_nms_keeps_the_best_of_overlapping_boxes_and_separate_ones():
 
 # --- verdict -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mouth,nose,expected", [
-    (0.9, 0.0, Verdict.NO_MASK),  # mouth seen: nose does not matter
-    (0.9, 0.9, Verdict.NO_MASK),
-    (0.0, 0.9, Verdict.MASK_BELOW_NOSE),  # mouth hidden, nose seen
-    (0.0, 0.0, Verdict.MASK),  # both hidden
-    ("between", 0.0, Verdict.UNSURE),  # mouth between off and on
-    (0.0, "between", Verdict.UNSURE),  # mouth hidden, nose between off and on
+@pytest.mark.parametrize("mouth,nose,mask,expected", [
+    (0.9, 0.0, 0.0, Verdict.NO_MASK),  # mouth seen: nose and mask do not matter
+    (0.9, 0.9, 0.9, Verdict.NO_MASK),
+    (0.0, 0.0, 0.9, Verdict.MASK),  # mouth hidden, a mask seen
+    (0.0, 0.9, 0.9, Verdict.MASK_BELOW_NOSE),  # ... and the nose seen above it
+    (0.0, 0.0, 0.0, Verdict.UNSURE),  # neither a mouth nor a mask: a false face, a chin -> no vote
+    (0.0, 0.9, 0.0, Verdict.UNSURE),  # a nose alone is no evidence of a mask
+    ("between", 0.0, 0.9, Verdict.UNSURE),  # mouth between off and on
 ])
-def test_verdict_rule_table(mouth, nose, expected):
+def test_verdict_rule_table(mouth, nose, mask, expected):
     cfg = MouthsConfig()
-    mid = lambda lo, hi: (lo + hi) / 2  # noqa: E731
-    m = mid(cfg.mouth_off, cfg.mouth_on) if mouth == "between" else mouth
-    n = mid(cfg.nose_off, cfg.nose_on) if nose == "between" else nose
-    if m == mid(cfg.mouth_off, cfg.mouth_on) and cfg.mouth_off == cfg.mouth_on:
+    m = (cfg.mouth_off + cfg.mouth_on) / 2 if mouth == "between" else mouth
+    if mouth == "between" and cfg.mouth_off == cfg.mouth_on:
         pytest.skip("no unsure band for the mouth in the defaults")
-    assert verdict(m, n, cfg) is expected
+    assert verdict(m, nose, mask, cfg) is expected
 
 
 def test_verdict_thresholds_are_inclusive_at_on_and_exclusive_at_off():
-    cfg = MouthsConfig(mouth_on=0.6, mouth_off=0.3, nose_on=0.5, nose_off=0.2)
-    assert verdict(0.6, 0.0, cfg) is Verdict.NO_MASK
-    assert verdict(0.3, 0.0, cfg) is Verdict.UNSURE
-    assert verdict(0.29, 0.5, cfg) is Verdict.MASK_BELOW_NOSE
-    assert verdict(0.29, 0.2, cfg) is Verdict.UNSURE
+    cfg = MouthsConfig(mouth_on=0.6, mouth_off=0.3, nose_on=0.5, mask_on=0.4)
+    assert verdict(0.6, 0.0, 0.9, cfg) is Verdict.NO_MASK
+    assert verdict(0.3, 0.0, 0.9, cfg) is Verdict.UNSURE
+    assert verdict(0.29, 0.5, 0.4, cfg) is Verdict.MASK_BELOW_NOSE
+    assert verdict(0.29, 0.49, 0.4, cfg) is Verdict.MASK
+    assert verdict(0.29, 0.0, 0.39, cfg) is Verdict.UNSURE
 
 
 def test_default_thresholds_pass_the_config_cross_checks():
     cfg = config_from_dict({"mouths": {}})
-    assert cfg.mouths.mouth_off <= cfg.mouths.mouth_on and cfg.mouths.nose_off <= cfg.mouths.nose_on
+    assert cfg.mouths.mouth_off <= cfg.mouths.mouth_on
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -172,12 +172,14 @@ def test_unmasked_faces_score_a_mouth_and_masked_faces_do_not(name, faces_of):
     for rel in UNMASKED:
         img = rgb(rel)
         s = det.score_faces(img, faces_of(img))
-        assert s.shape == (1, 2)
+        assert s.shape == (1, 3)
         assert s[0, 0] >= cfg.mouth_on, f"{rel}: mouth {s[0, 0]:.2f}"
+        assert s[0, 2] < cfg.mask_on, f"{rel}: mask {s[0, 2]:.2f} on a bare face"
     for rel in MASKED:
         img = rgb(rel)
         s = det.score_faces(img, faces_of(img))
         assert s[0, 0] < cfg.mouth_off, f"{rel}: mouth {s[0, 0]:.2f}"
+        assert s[0, 2] >= cfg.mask_on, f"{rel}: mask {s[0, 2]:.2f}: a worn mask must be seen"
 
 
 def test_detect_crop_finds_the_mouth_below_the_nose_on_a_real_face(faces_of):
@@ -214,7 +216,7 @@ def test_score_faces_batched_equals_one_by_one(faces_of):
 def test_no_faces_gives_an_empty_score_table():
     det = model("mouth_nose.tflite")
     s = det.score_faces(np.zeros((50, 50, 3), np.uint8), Detections.empty())
-    assert s.shape == (0, 2)
+    assert s.shape == (0, 3)
 
 
 # --- flip test-time augmentation (mouths.flip_tta) ------------------------------------------------
@@ -253,7 +255,8 @@ def test_flip_tta_off_is_the_plain_score_and_bad_modes_are_refused(faces_of):
     off = MouthDetector(MouthsConfig(flip_tta="off"), MODELS / "mouth_nose.tflite")
     img = rgb(MASKED[0])
     crop = face_crop(img, faces_of(img).boxes[0], off.input_size)
-    np.testing.assert_allclose(off.score_crops(crop[None]), off.raw(crop[None])[1].max(axis=1), atol=1e-6)
-    assert off.score_crops(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 2)
+    np.testing.assert_allclose(off.score_crops(crop[None])[:, :off.num_classes], off.raw(crop[None])[1].max(axis=1),
+                               atol=1e-6)
+    assert off.score_crops(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 3)
     with pytest.raises(ConfigError, match="flip_tta"):
         config_from_dict({"mouths": {"flip_tta": "sometimes"}})

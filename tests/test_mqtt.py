@@ -30,6 +30,7 @@ from mask_guard.pipeline import FrameResult
 from mask_guard.votes import Decision, DecisionChange
 
 import mqtt_broker as mb
+from mqtt_broker import retained, unique_in_order
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "mask-guard/door1"
@@ -70,26 +71,8 @@ def wait(cond, timeout=15.0, what="condition"):
         time.sleep(0.02)
 
 
-def retained(broker, topic: str) -> dict[str, str]:
-    """What a client subscribing now gets as retained messages (a fresh mosquitto_sub)."""
-    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", mb.READER,
-                        "-P", mb.READER_PASSWORD, "-t", topic, "--retained-only", "-W", "1", "-F", "%t\t%p"],
-                       capture_output=True, text=True, timeout=10)
-    return dict(line.split("\t", 1) for line in r.stdout.splitlines() if "\t" in line)
-
-
 def events(sub, base=BASE) -> list[dict]:
     return [json.loads(p) for p in sub.messages(f"{base}/event")]
-
-
-def unique_in_order(evs: list[dict]) -> list[dict]:
-    """QoS 1 is at least once: a redelivered event carries the same seq."""
-    seen, out = set(), []
-    for e in evs:
-        if e["seq"] not in seen:
-            seen.add(e["seq"])
-            out.append(e)
-    return out
 
 
 # --- what a subscriber sees -----------------------------------------------------------------------
@@ -259,14 +242,16 @@ def test_a_broker_that_never_answers_does_not_hold_up_the_caller():
     assert p.start()
     try:
         wait(lambda: conns, what="the client's TCP connection")
-        worst = 0.0
+        took = []
         for i in range(2000):
             t = time.perf_counter()
             p.event({"type": "decision", "person": i})
             p.state_changed()
-            worst = max(worst, time.perf_counter() - t)
+            took.append(time.perf_counter() - t)
         assert p.state != "connected" and p.status()["queued"] == 1000  # the default bound
-        assert worst < 0.005, f"an event() call took {worst * 1e3:.2f} ms"
+        # (single calls may wait a GIL switch interval, 5 ms, for the MQTT thread: so the median and the sum)
+        assert np.median(took) < 50e-6 and sum(took) < 0.2, f"median {np.median(took) * 1e6:.0f} us, " \
+                                                            f"sum {sum(took) * 1e3:.0f} ms for 2000 calls"
     finally:
         p.close(timeout=0.1)
         srv.close()
@@ -400,3 +385,38 @@ def test_outcomes_publish_one_event_per_decision_and_per_alert_and_the_counts_as
     assert state["today"] == {"people": 1, "masked": 1, "unmasked": 0, "alerts": 1}
     assert state["masked_share"] == 100.0 and state["camera"] == "ok" and state["last_alert"]["person"] == 3
     assert sub.messages("mask-guard/wired/availability")[-1] == "offline"
+
+
+def test_a_reload_rebuilds_the_mqtt_client_only_when_its_settings_change(broker):
+    cfg = config_from_dict({"mqtt": broker.config(topic="mask-guard/reload", client_id="reload")})
+    outputs = Outputs(cfg, dict)
+    first = outputs.mqtt
+    try:
+        wait(lambda: first.state == "connected")
+        outputs.reconfigure(config_from_dict({"mqtt": broker.config(topic="mask-guard/reload", client_id="reload"),
+                                              "alerts": {"cooldown_s": 9}}))
+        assert outputs.mqtt is first
+        outputs.reconfigure(config_from_dict({"mqtt": broker.config(topic="mask-guard/reload2", client_id="reload")}))
+        assert outputs.mqtt is not first and first.state == "off"
+        wait(lambda: outputs.mqtt.state == "connected")
+        outputs.reconfigure(config_from_dict({}))
+        assert outputs.mqtt is None
+    finally:
+        outputs.close()
+    assert retained(broker, "mask-guard/reload/availability") == {"mask-guard/reload/availability": "offline"}
+
+
+def test_check_config_shows_the_mqtt_settings_and_never_the_password(broker, tmp_path, capsys):
+    from mask_guard import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({"mqtt": broker.config(tls=True)}))  # JSON is YAML
+    cli.main(["check-config", str(path)])
+    out = capsys.readouterr().out
+    assert f"  mqtt        127.0.0.1:{broker.tls_port} as 'door1' (password from {broker.password_file}), TLS with CA " \
+           f"{broker.ca}, topic mask-guard/door1, Home Assistant discovery under homeassistant/" in out
+    assert mb.PASSWORD not in out and "warning" not in out
+    path.write_text(json.dumps({"mqtt": broker.config(password_file="/nonexistent/pw")}))
+    cli.main(["check-config", str(path)])
+    out = capsys.readouterr().out
+    assert "  warning: mqtt.password_file: cannot read /nonexistent/pw: No such file or directory" in out

@@ -1,13 +1,16 @@
-"""sd_notify: both senders (systemd-python and the built-in one) speak the real datagram protocol."""
+"""sd_notify: both senders (systemd-python and the built-in one) speak the real datagram protocol, and the
+daemon tells systemd the truth: started and waiting when no camera is there yet, alive while its detector rests."""
 from __future__ import annotations
 
 import os
 import time
 
+import cv2
+import numpy as np
 import pytest
 
 import appliance_helpers as h
-from mask_guard import notify
+from mask_guard import control, notify
 
 
 @pytest.fixture
@@ -84,3 +87,91 @@ def test_the_watchdog_belongs_to_the_pid_systemd_named(clean_env):
     clean_env.setenv("WATCHDOG_PID", str(os.getpid()))
     clean_env.setenv("WATCHDOG_USEC", "garbage")
     assert notify.watchdog_interval() is None
+
+
+# --- the daemon's side, on real runs --------------------------------------------------------------
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_no_camera_at_start_is_a_started_service_waiting_for_it_with_the_watchdog_fed(tmp_path):
+    """A Pi installed before its camera is plugged in: READY=1 with a STATUS saying so, the watchdog fed
+    for far longer than its interval and than camera_lost_restart_s, one log line, and the camera picked
+    up the moment it is plugged in. (WatchdogSec=0.8 s here through WATCHDOG_USEC, as systemd sets it.)"""
+    h.need_mouth_model()
+    from mjpeg_camera import MjpegCamera
+
+    jpeg = cv2.imencode(".jpg", h.make_frames(1)[0])[1].tobytes()
+    cam = MjpegCamera(lambda i: jpeg)
+    cam.unplug()  # its port, with nothing listening: the camera is not there yet
+    listener = h.NotifyListener(tmp_path / "notify.sock")
+    cfg = h.write_config(tmp_path / "c.yaml", tmp_path, source={"uri": cam.url, "retry_initial_s": 0.1,
+                                                                 "retry_max_s": 0.4},
+                         service={"camera_lost_restart_s": 1.5})
+    env = h.daemon_env(tmp_path, listener, watchdog_s=0.8)
+    env["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "probesize;32|analyzeduration;0"  # open the stream fast
+    proc = h.start_daemon(["--config", str(cfg)], env, tmp_path / "log")
+    try:
+        t_ready = listener.wait_for("READY", "1", timeout=60)
+        ready_status = [v for t, k, v in listener.fields() if k == "STATUS" and t == t_ready]
+        assert ready_status and "waiting for camera" in ready_status[0] and "stream.mjpg" in ready_status[0]
+        time.sleep(4.0)  # 5 watchdog intervals, and camera_lost_restart_s (1.5 s) more than twice over
+        pings = [t for t in listener.times("WATCHDOG", "1") if t > t_ready - 1.0]
+        assert pings and max(_gaps(pings) + [time.monotonic() - pings[-1]]) < 0.8, \
+            "never a watchdog interval without a ping: systemd would kill a service that only waits"
+        st, _ = control.request(tmp_path / "ctl.sock", "status")
+        assert st["state"] == "waiting_for_camera" and st["camera"]["last_frame_age_s"] is None
+        log = (tmp_path / "log").read_text()
+        assert log.count("the service is up and waiting for it") == 1, log
+        assert log.count("cannot be opened") == 1, "one line for the camera, not one per attempt"
+        assert "no longer feeding the watchdog" not in log
+        cam = cam.replug()  # plugged in
+        t_plug = time.monotonic()
+        h.wait_log(tmp_path / "log", "camera ok: first frame after", timeout=30, proc=proc)
+        listener.wait_for("WATCHDOG", "1", timeout=5, after=t_plug)
+        deadline = time.monotonic() + 10
+        while not any("camera ok" in v for t, k, v in listener.fields() if k == "STATUS" and t > t_plug):
+            assert time.monotonic() < deadline, "STATUS= never said the camera is ok"
+            time.sleep(0.1)
+        assert listener.times("READY", "1") == [t_ready], "READY=1 once: the unit was started already"
+        assert not listener.has("STOPPING")
+        elapsed = h.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cam.unplug()
+        listener.close()
+    assert proc.returncode == 0 and elapsed < 2.0
+
+
+def test_an_idle_detector_still_feeds_the_watchdog_and_status_says_idle(tmp_path):
+    """An empty entrance (a real photo under sensor noise, played in real time): the motion gate lets the
+    detector rest; frames still arrive, so the watchdog is fed, and STATUS= / status say so."""
+    h.need_mouth_model()
+    h.need_data()
+    import clips
+
+    frames = clips.benchmark_room(n_noise=40)[1.0]
+    room = h.write_clip(tmp_path / "room.avi", frames, fps=20.0)
+    listener = h.NotifyListener(tmp_path / "notify.sock")
+    cfg = h.write_config(tmp_path / "c.yaml", tmp_path)
+    proc = h.start_daemon(["--config", str(cfg), "--source", str(room), "--loop"],
+                          h.daemon_env(tmp_path, listener, watchdog_s=0.8), tmp_path / "log")
+    try:
+        t_ready = listener.wait_for("READY", "1", timeout=60)
+        time.sleep(3.0)
+        pings = [t for t in listener.times("WATCHDOG", "1") if t > t_ready]
+        assert pings and max(_gaps(pings) + [time.monotonic() - pings[-1]]) < 0.8
+        statuses = [v for t, k, v in listener.fields() if k == "STATUS" and t > t_ready + 1.0]
+        assert statuses and all("camera ok; idle, detector on" in s and "% of a core" in s for s in statuses), statuses
+        st, _ = control.request(tmp_path / "ctl.sock", "status")
+        det = st["detector"]
+        assert det["state"] == "idle" and det["motion_gate"] is True, det
+        assert det["frames_detected_pct"] <= 50 and 0 <= det["cpu_pct"] < 100, det
+        assert st["frames"] > 30, "frames flow (and are counted) while the detector rests"
+        h.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()

@@ -42,7 +42,7 @@ class ScriptedAnalyzer:
         self.script = script
         self.last_timings = {}
 
-    def analyze(self, image) -> list[FaceResult]:
+    def analyze(self, image, fit=None) -> list[FaceResult]:
         i = int(image[0, 0, 0]) | int(image[0, 0, 1]) << 8  # the frame index is painted into the frame
         return [FaceResult(**{**f.__dict__}) for f in self.script[i]] if i < len(self.script) else []
 
@@ -86,6 +86,8 @@ def run(script, tmp_path, reload_at=None, **cfg_sections):
     """Run the script; ``reload_at=(frame, sections)`` reconfigures the pipeline before that frame (SIGHUP)."""
     alerts_cfg = {"cooldown_s": 2.0, "realert_s": 600.0, "sound": short_chime(tmp_path / "chime.wav")}
     alerts_cfg.update(cfg_sections.pop("alerts", {}))
+    # The script's faces have no pixels, so nothing moves for the motion gate (test_motion.py tests it).
+    cfg_sections.setdefault("motion", {"enabled": False})
     cfg = config_from_dict({"alerts": alerts_cfg, **cfg_sections})
     clock = Clock()
     player = SoundPlayer(cfg.alerts.sound, clock=clock)
@@ -148,7 +150,7 @@ def test_faces_in_the_margins_too_small_or_in_profile_do_not_vote(tmp_path):
     alerts, decisions, totals, _ = run(script_of(30, in_margin, tiny, profile), tmp_path,
                                        area={"margin_left": 0.1, "min_face_px": 32, "frontal_only": True})
     assert alerts == [] and decisions == {}
-    assert totals["people"] == 3  # tracked and counted, just not voting
+    assert totals["people"] == 0  # tracked, but never decided: not people (README, "When it counts")
 
 
 def test_a_person_still_there_after_the_realert_interval_is_reminded_again(tmp_path):
@@ -185,3 +187,58 @@ def test_frontal_rule_reads_the_eyes_and_nose():
 
 def _box_lms(f: FaceResult):
     return f.box, f.landmarks
+
+
+# --- when it counts (README): people are decided tracks ------------------------------------------
+
+def test_a_false_face_that_shows_neither_mouth_nor_mask_is_tracked_but_never_a_person(tmp_path):
+    phantom = walk(0, 60, Verdict.UNSURE, 300, 310, s0=60, s1=60)  # foliage: found every frame, never a mouth or mask
+    alerts, decisions, totals, pipe = run(script_of(60, phantom), tmp_path)
+    assert alerts == [] and decisions == {}
+    assert totals["people"] == 0 and totals["masked"] == 0
+    assert any(t.id is not None for t in pipe.tracker.tracked_objects)  # it was a track, just not a person
+
+
+def test_a_person_is_counted_once_when_first_decided_not_when_first_seen(tmp_path):
+    person = walk(0, 40, lambda k: Verdict.UNSURE if k < 10 else Verdict.MASK, 100, 200)
+    script = script_of(40, person)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, decisions, totals, _ = run(script[:10], tmp_path / "a")
+    assert totals["people"] == 0  # ten frames in view, nothing confident yet
+    _, decisions, totals, _ = run(script, tmp_path / "b")
+    assert totals["people"] == 1 and totals["masked"] == 1 and list(decisions.values()) == [Decision.MASK]
+
+
+def test_a_second_box_on_the_lower_half_of_a_face_merges_into_that_person(tmp_path):
+    head = walk(0, 40, Verdict.MASK, 300, 320, s0=120, s1=120)
+    # MTCNN's second box on a bowed head: the chin and mouth area, inside the face box, every other frame
+    chin = {i: face(f.box[0] / 2 + f.box[2] / 2, f.box[1] * 0.25 + f.box[3] * 0.75, 55, Verdict.MASK)
+            for i, f in head.items() if i % 2 == 0}
+    alerts, decisions, totals, _ = run(script_of(40, head, chin), tmp_path)
+    assert totals["people"] == 1 and totals["masked"] == 1
+    assert len(decisions) == 1
+
+
+def test_two_people_side_by_side_are_two_people(tmp_path):
+    a = walk(0, 30, Verdict.MASK, 150, 160, s0=100, s1=100)
+    b = walk(0, 30, Verdict.NO_MASK, 450, 460, s0=90, s1=90)
+    alerts, decisions, totals, _ = run(script_of(30, a, b), tmp_path)
+    assert totals["people"] == 2 and totals["masked"] == 1 and totals["unmasked"] == 1
+    assert len(alerts) == 1
+
+
+def test_an_unmasked_person_who_turns_away_for_two_seconds_is_one_person_with_one_alert(tmp_path):
+    before = walk(0, 20, Verdict.NO_MASK, 300, 310, s0=90, s1=90)
+    after = walk(20 + int(2 * FPS), 20, Verdict.NO_MASK, 312, 320, s0=92, s1=92)  # face gone 2 s, then back
+    n = 40 + int(2 * FPS)
+    alerts, decisions, totals, _ = run(script_of(n, before, after), tmp_path, alerts={"cooldown_s": 0})
+    assert totals["people"] == 1 and totals["unmasked"] == 1
+    assert len(alerts) == 1
+
+
+def test_a_masked_person_replaced_in_place_by_an_unmasked_one_is_still_alerted(tmp_path):
+    masked = walk(0, 60, Verdict.MASK, 300, 300, s0=90, s1=90)  # a long-tracked masked person leaves ...
+    bare = walk(60 + 50, 30, Verdict.NO_MASK, 300, 300, s0=90, s1=90)  # ... someone unmasked stands there later
+    alerts, decisions, _, _ = run(script_of(140, masked, bare), tmp_path, alerts={"cooldown_s": 0})
+    assert len(alerts) == 1  # the re-identified ballot is softened: a few confident votes overturn it

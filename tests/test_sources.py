@@ -155,6 +155,56 @@ def test_video_file_loops_when_asked(tmp_path):
     assert np.abs(means - 5 * (np.arange(25) % 10)).max() < 4
 
 
+def test_a_file_read_in_order_carries_its_own_clock_across_loops(tmp_path):
+    """Frame i of a 25 fps file is at i / 25 s of video time, whenever it is read; a loop continues the
+    clock (rules like the alert cooldown must never see time run backwards)."""
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, 10, fps=25.0)
+    with open_source(SourceConfig(uri=str(clip), realtime=False, loop=True)) as src:
+        frames = []
+        for _ in range(25):
+            frames.append(src.read())
+            time.sleep(0.003)  # however slowly it is read
+    assert np.allclose([f.meta["video_s"] for f in frames], np.arange(25) / 25.0, atol=1e-6)
+    once = open_source(SourceConfig(uri=str(clip), realtime=False))
+    assert once.read().meta["video_s"] == 0.0
+    once.close()
+    live = open_source(SourceConfig(uri=str(clip), realtime=True))  # played like a camera: the wall clock
+    try:
+        f = live.read(timeout=3.0)
+        assert f is not None and "video_s" not in f.meta
+    finally:
+        live.close()
+
+
+def test_sources_and_cameras_import_one_way_and_the_package_has_no_import_circle():
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent / "mask_guard"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = {d.split(".")[0] for d in deps}
+    assert "sources" not in graph["cameras"] and "cameras" in graph["sources"]
+    assert not ({"sources", "cameras"} & graph["source_base"])
+
+    def cycle_from(node, stack):
+        for dep in sorted(graph.get(node, ())):
+            if dep in stack:
+                return stack[stack.index(dep):] + [dep]
+            found = cycle_from(dep, stack + [dep])
+            if found:
+                return found
+        return None
+
+    cycles = [c for c in (cycle_from(m, [m]) for m in sorted(graph)) if c]
+    assert not cycles, f"import circles (lazy imports inside functions count too): {cycles[0]}"
+
+
 def test_video_file_realtime_is_paced_at_its_fps_and_drops_for_a_slow_consumer(tmp_path):
     clip = tmp_path / "clip.avi"
     write_clip(clip, 40, fps=25.0)

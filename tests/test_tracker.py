@@ -134,7 +134,7 @@ def test_detections_not_yet_people_have_no_id_and_are_not_returned():
 
 
 def test_ids_increase_and_are_never_reused_even_after_reset():
-    s = Scene(TrackerConfig(hit_counter_max=3))
+    s = Scene(TrackerConfig(hit_counter_max=3, reid_frames=0))
     seen = []
     for start in (0, 40, 80):
         for i in range(8):
@@ -260,7 +260,7 @@ def test_a_person_missing_fewer_than_hit_counter_max_frames_keeps_the_id():
 
 
 def test_a_person_missing_longer_than_hit_counter_max_gets_a_new_id():
-    cfg = TrackerConfig(hit_counter_max=15)
+    cfg = TrackerConfig(hit_counter_max=15, reid_frames=0)
     s = Scene(cfg)
     for i in range(20):
         s.step(walk(i))
@@ -379,7 +379,8 @@ def test_a_frame_of_only_nan_boxes_ages_tracks_like_an_empty_frame():
 
 
 def test_tracker_settings_come_from_the_config_tree():
-    cfg = config_from_dict({"tracker": {"hit_counter_max": 5, "initialization_delay": 0, "distance_threshold": 0.5}})
+    cfg = config_from_dict({"tracker": {"hit_counter_max": 5, "initialization_delay": 0, "distance_threshold": 0.5,
+                                        "reid_frames": 0}})
     s = Scene(cfg.tracker, jitter=0.0)
     assert [p.id for p in s.step(face(100, 100, 50))] == [1], "no initialization delay"
     s.step(face(100, 100, 50))
@@ -390,3 +391,45 @@ def test_tracker_settings_come_from_the_config_tree():
         assert s.tracker.removed_ids == []
     s.step()
     assert s.tracker.removed_ids == [1]
+
+
+# --- re-identification: a face back where a person was lost is that person -------------------------
+
+def test_a_face_back_where_a_person_was_lost_takes_their_id_back():
+    s = Scene(TrackerConfig(hit_counter_max=10, reid_frames=90), jitter=0.0)
+    for _ in range(10):
+        s.step(face(300, 200, 60))
+    for _ in range(40):  # turned away for 40 frames: dead after 10, remembered
+        s.step()
+        assert s.tracker.removed_ids == []
+    for _ in range(5):
+        people = s.step(face(320, 205, 64))  # back, a little to the side
+    assert [p.id for p in people] == [1]
+    assert s.ids() == {1}
+
+
+def test_a_face_elsewhere_or_of_another_size_is_a_new_person():
+    s = Scene(TrackerConfig(hit_counter_max=10, reid_frames=90), jitter=0.0)
+    for _ in range(10):
+        s.step(face(100, 200, 60))
+    for _ in range(20):
+        s.step()
+    for _ in range(5):
+        s.step(face(500, 200, 60), face(110, 200, 150))  # across the frame; in place but 2.5x bigger
+    assert s.ids() == {1, 2, 3}
+
+
+def test_a_remembered_person_is_forgotten_after_reid_frames():
+    s = Scene(TrackerConfig(hit_counter_max=5, reid_frames=30), jitter=0.0)
+    for _ in range(10):
+        s.step(face(300, 200, 60))
+    gone = None
+    for k in range(60):
+        s.step()
+        if s.tracker.removed_ids:
+            gone = k + 1
+            assert s.tracker.removed_ids == [1]
+    assert gone is not None and 30 < gone <= 40  # died after ~6 frames, remembered 30 more
+    for _ in range(5):
+        s.step(face(300, 200, 60))
+    assert s.ids() == {1, 2}

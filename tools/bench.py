@@ -281,7 +281,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-reference", action="store_true", help="skip the mtcnn package (TensorFlow) path")
     ap.add_argument("--no-daemon", action="store_true", help="skip the daemon run on a clip")
+    ap.add_argument("--mqtt", action="store_true", help="only the frame loop with MQTT off vs on (tools/bench_mqtt.py)")
     a = ap.parse_args(argv)
+    if a.mqtt:
+        import bench_mqtt
+
+        return bench_mqtt.main(["--seed", str(a.seed)])
 
     frames = {n: clips.still_frame(n, seed=a.seed) for n in (0, 1, 3)}
     daemon = None if a.no_daemon else bench_daemon(a.seed)  # first: a clean machine for its RSS/start-up

@@ -1,9 +1,10 @@
 """Drawing for the walk-through clips (tools/clips.py): the corridor, the pasted faces, the people, the camera.
 
 A ``Spec`` (one clip: its ``Person``s with their keyframed walks and the camera effects) is rendered frame by
-frame by ``render``: a procedural corridor with no faces, each person a still face pasted with a feathered
-elliptical alpha over a plain torso, far-to-near so nearer people occlude, then flicker, defocus, motion blur,
-a stream blackout and sensor noise. Everything is deterministic from the spec's name and seed. The ground-truth
+frame by ``render``: a procedural corridor with no faces (or a real photo of an empty entrance, which the
+``SpriteSource`` provides), each person a still face pasted with a feathered elliptical alpha over a plain
+torso, far-to-near so nearer people occlude, then the room's lighting (lights switched off and on), flicker,
+defocus, motion blur, a stream blackout and sensor noise. Everything is deterministic from the spec's name and seed. The ground-truth
 rows (face box, state, mask) come out of the same drawing step as the pixels, so they cannot drift apart.
 
 Where the stills come from (the face index, the data folder, seeded picks) is tools/clips.py's business: the
@@ -159,6 +160,15 @@ class Spec:
     jpeg: int = 90  # MJPG quality in the .avi
     width: int = WIDTH
     height: int = HEIGHT
+    background: str = "corridor"  # or a name the SpriteSource knows (``room``: a real empty entrance)
+    light: Optional[list] = None  # [(frame, gain)]: the room's light, linear between keys (a step: two keys)
+
+    def gain(self, f: int) -> float:
+        """The room's brightness at frame ``f`` (1.0: as drawn), from the ``light`` keyframes."""
+        if not self.light:
+            return 1.0
+        frames, gains = zip(*self.light)
+        return float(np.interp(f, frames, gains))
 
 
 class SpriteSource(Protocol):
@@ -166,13 +176,19 @@ class SpriteSource(Protocol):
 
     def sprite(self, rel: str, box) -> Sprite: ...
 
+    def background(self, name: str, w: int, h: int) -> np.ndarray:
+        """A ``w`` x ``h`` BGR scene without faces, by name (only for specs that name one)."""
+        ...
+
 
 # --- rendering ------------------------------------------------------------------------------------
 
 def render(spec: Spec, pool: SpriteSource) -> Iterator[tuple[np.ndarray, list[dict]]]:
     """Yield (frame BGR uint8, [per-person truth rows present in the scene]) for every frame."""
     rng = np.random.default_rng(zlib.crc32(f"{spec.name}:{spec.seed}:render".encode()))
-    bg = corridor(rng, spec.width, spec.height).astype(np.float32)
+    scene = corridor(rng, spec.width, spec.height) if spec.background == "corridor" else \
+        pool.background(spec.background, spec.width, spec.height)
+    bg = scene.astype(np.float32)
     people = sorted(spec.people, key=lambda p: p.keys[0][3])  # small (far) first: near people occlude
     for f in range(spec.frames):
         canvas = bg.copy()
@@ -189,6 +205,8 @@ def render(spec: Spec, pool: SpriteSource) -> Iterator[tuple[np.ndarray, list[di
             covered = float(((region != r["id"]) & (region != 0)).mean()) if region.size else 0.0
             if covered > 0.3 and r["state"] in ("frontal", "turned"):
                 r["state"] = "occluded"
+        if spec.light:
+            canvas *= spec.gain(f)  # people and room alike: it is the room's light
         if spec.flicker:
             canvas *= 1.0 + rng.uniform(-spec.flicker, spec.flicker)
         if spec.blur:

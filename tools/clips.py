@@ -16,6 +16,11 @@ Ground truth per person: ``masked_start``/``masked_end``, ``mask_on_frame``, and
 the first frame with a frontal face at least
 ``VISIBLE_PX`` wide, fully inside the frame, not blacked out: where alert latency is measured from.
 
+Three clips play in a real photo of an empty shop entrance instead (``room_photo``: a scene photo of
+``../shared/data`` cropped to where nobody stands, checked to hold no face MTCNN finds): the motion gate's
+clips (lights switched off and on, a person standing still for a minute, a person entering after a
+minute of empty entrance). ``benchmark_room`` gives the same entrance with sensor noise for tools/bench.py.
+
 Modules: this one holds the scenarios, the face picks, the ground truth, the cache and the public API;
 the drawing (corridor, face pasting, people, camera effects) is in ``clip_render.py`` and re-exported here.
 
@@ -46,6 +51,11 @@ INDEX_PATH = Path(__file__).resolve().parent / "clip_faces.json"
 RENDER_PATH = Path(__file__).resolve().parent / "clip_render.py"
 CLIP_VERSION = 3  # bump when rendering changes, so cached clips are rebuilt
 VISIBLE_PX = 24  # a face this wide is findable (the daemon's default faces.min_face_px)
+# A shop entrance (door, stanchions, notices; ilc2021). Its one person stands right of the crop, and MTCNN
+# finds no face in the crop at the brightness levels the clips use (0.5..1.0; overexposed x1.6 it finds one
+# in a window's reflection, so the clips never brighten it).
+ROOM = "scenes/ilc2021/images/e85ba4ba61a273d293b0a8921bc2cbba.jpg"
+ROOM_CROP = (0, 30, 500, 405)  # x0, y0, x1, y1 in the photo: 4:3, nobody in it
 
 
 def cache_dir() -> Path:
@@ -77,6 +87,11 @@ class FacePool:
         e = cands[int(self.rng.integers(len(cands)))]
         self.used.add(e["file"])
         return e
+
+    def background(self, name: str, w: int, h: int) -> np.ndarray:
+        if name != "room":
+            raise KeyError(f"unknown clip background {name!r}")
+        return room_photo(w, h, self.data)
 
     def sprite(self, rel: str, box) -> Sprite:
         if rel not in self._sprites:
@@ -168,6 +183,27 @@ def sc_one_face_steady(rng, pool) -> Spec:
     return Spec("one_face_steady", 0, [p], frames=151)
 
 
+def sc_lighting_change(rng, pool) -> Spec:
+    """lights off and on in an empty entrance (a step, then a 0.5 s ramp); a person walks in; dimmed again"""
+    p = _approach(rng, 1, pool.pick("unmasked", "utkface"), False, 150, 215, 300, 340, exit_to=760)
+    light = [(0, 1.0), (59, 1.0), (60, 0.5), (104, 0.5), (112, 1.0), (185, 1.0), (186, 0.7), (254, 0.7)]
+    return Spec("lighting_change", 0, [p], frames=255, background="room", light=light)
+
+
+def sc_standing_still(rng, pool) -> Spec:
+    """a person walks in and stands perfectly still for 60 s, then walks out"""
+    p = Person(1, pool.pick("unmasked", "utkface"), False,
+               [(3, 250, 200, 50), (30, 320, 215, 110), (930, 320, 215, 110), (942, 760, 230, 130)],
+               shirt=(70, 90, 60))
+    return Spec("standing_still", 0, [p], frames=950, background="room")
+
+
+def sc_enter_after_empty(rng, pool) -> Spec:
+    """60 s of empty entrance (sensor noise only), then an unmasked person walks in"""
+    p = _approach(rng, 1, pool.pick("unmasked", "utkface"), False, 900, 960, 300, 360, exit_to=760)
+    return Spec("enter_after_empty", 0, [p], frames=980, background="room")
+
+
 SCENARIOS: dict[str, Callable] = {
     "approach_unmasked": sc_approach_unmasked,
     "approach_masked": sc_approach_masked,
@@ -178,6 +214,9 @@ SCENARIOS: dict[str, Callable] = {
     "blackout": sc_blackout,
     "noisy": sc_noisy,
     "one_face_steady": sc_one_face_steady,
+    "lighting_change": sc_lighting_change,
+    "standing_still": sc_standing_still,
+    "enter_after_empty": sc_enter_after_empty,
 }
 
 
@@ -215,6 +254,7 @@ def truth_of(spec: Spec, per_frame: list[list[dict]]) -> dict:
         "blackout": list(spec.blackout) if spec.blackout else None,
         "effects": {"noise": spec.noise, "blur": spec.blur, "motion_blur": spec.motion_blur,
                     "flicker": spec.flicker, "jpeg": spec.jpeg},
+        "background": spec.background, "light": spec.light,
         "expect": {
             "people": len(people),
             "masked": len(people) - n_unmasked,
@@ -313,14 +353,38 @@ def contact_sheet(clip: Clip, every: int = 10, cols: int = 5) -> Path:
     return path
 
 
-def still_frame(n_faces: int, seed: int = 0, face_px: int = 90, data: Optional[Path] = None) -> np.ndarray:
-    """A 640x480 corridor frame with n unmasked/masked faces side by side (the benchmark's 0/1/3-face frames)."""
+def still_frame(n_faces: int, seed: int = 0, face_px: int = 90, data: Optional[Path] = None,
+                width: int = WIDTH, height: int = HEIGHT, background: str = "corridor") -> np.ndarray:
+    """A corridor frame (640x480 unless told) with n unmasked/masked faces side by side (the benchmark's
+    0/1/3-face frames); ``background="room"``: in the real empty entrance instead."""
     rng = np.random.default_rng(1000 + seed)
     pool = FacePool(rng, data=data)
-    xs = np.linspace(WIDTH / (n_faces + 1), WIDTH * n_faces / (n_faces + 1), n_faces) if n_faces else []
+    xs = np.linspace(width / (n_faces + 1), width * n_faces / (n_faces + 1), n_faces) if n_faces else []
     people = [Person(i + 1, pool.pick("unmasked" if i % 2 == 0 else "masked",
                                       "utkface" if i % 2 == 0 else "maskedfacenet"),
-                     i % 2 == 1, [(0, float(x), HEIGHT * 0.4, float(face_px)), (1, float(x), HEIGHT * 0.4, float(face_px))])
+                     i % 2 == 1, [(0, float(x), height * 0.4, float(face_px)), (1, float(x), height * 0.4, float(face_px))])
               for i, x in enumerate(xs)]
-    spec = Spec(f"still{n_faces}", seed, people, frames=1)
+    spec = Spec(f"still{n_faces}", seed, people, frames=1, width=width, height=height, background=background)
     return next(iter(render(spec, pool)))[0]
+
+
+# --- the empty entrance (clips and tools/bench.py) ------------------------------------------------
+
+def room_photo(w: int = WIDTH, h: int = HEIGHT, data: Optional[Path] = None) -> np.ndarray:
+    """The real empty entrance (``ROOM`` cropped to ``ROOM_CROP``), BGR uint8 at ``w`` x ``h``."""
+    path = (data or data_dir()) / ROOM
+    img = cv2.imread(str(path))
+    if img is None:
+        raise FileNotFoundError(f"{path}: missing (set MASK_GUARD_DATA)")
+    x0, y0, x1, y1 = ROOM_CROP
+    return cv2.resize(img[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def benchmark_room(gains=(1.0,), n_noise: int = 30, sigma: float = 4.0, w: int = WIDTH, h: int = HEIGHT,
+                   seed: int = 0, data: Optional[Path] = None) -> dict[float, list[np.ndarray]]:
+    """The empty entrance at each brightness in ``gains`` (1.0: as photographed), each as ``n_noise`` frames
+    of fresh sensor noise (Gaussian, ``sigma`` grey levels): made once, so that playing them costs nothing."""
+    base = room_photo(w, h, data).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    noise = [rng.normal(0, sigma, base.shape).astype(np.float32) for _ in range(n_noise)]
+    return {g: [np.clip(base * g + nz, 0, 255).astype(np.uint8) for nz in noise] for g in gains}

@@ -1,32 +1,32 @@
 #!/usr/bin/env python3
-"""Measure the daemon's single-frame path on an annotated scene folder (PASCAL VOC).
+"""Alarm recall and false alarms on the real scene sets' held-out parts, the daemon beside the peer.
 
-Runs ``python -m mask_guard.cli detect --json`` once over every image (the daemon's own code:
-MTCNN -> face crop -> mouth/nose model -> verdict), matches its faces to the annotated ones
-(IoU >= --iou, one to one, best IoU first) and reports, for annotated face widths all / >= 24 / >= 40 px:
+For each scene set (default: scenes/ilc2021, scenes/ilc2021_more, scenes/macwin) and the chosen part of
+THE split (tools/splits.py; default ``test``, thresholds are chosen on ``dev``), it runs
 
-* face recall per class (with_mask, without_mask, with_incorrect_mask): MTCNN found the face;
+* the daemon's single-frame path, ``python -m mask_guard.cli detect --json`` (MTCNN -> face crop ->
+  mouth/nose/mask model -> verdict; the shipped config unless ``--config``), and
+* the AIZOOTech SSD peer with our own runner (tools/peer_aizoo.py, the same JSON),
+
+matches each one's faces to the annotated ones (IoU >= --iou, one to one, best IoU first) and reports, for
+annotated face widths all / >= 24 / >= 40 px:
+
+* face recall per class (with_mask, without_mask, with_incorrect_mask);
 * alarm recall: without_mask faces found *and* called no_mask (over all without_mask faces);
-* false alarms: with_mask faces called no_mask (over all with_mask faces), and no_mask calls on
-  detections matching no annotated face, per 100 images (bucketed by the detection's width);
-* how with_incorrect_mask faces were called; ms per image (the CLI's own figure).
+* false alarms: with_mask faces called no_mask (over all with_mask faces); unmatched detections and
+  no_mask calls on them per 100 images;
+* how with_incorrect_mask faces were called (it mixes nose-out and mouth-out faces: reported apart).
 
-With ``--label-fixes FILE`` (CSV: image,xmin,ymin,xmax,ymax,labelled,corrected,reason; e.g.
-tools/training/ilc2021_label_fixes.csv) a second table re-scores the same run with those annotation corrections;
-the first table (the annotations as published) stays the primary figure.
-
-    .venv/bin/python tools/evaluate.py ../shared/data/scenes/ilc2021 [--config c.yaml] [--json out.json]
-        [--sheet [.cache/mouth/worst_errors.jpg]] [--markdown] [--label-fixes tools/training/ilc2021_label_fixes.csv]
+    .venv/bin/python tools/evaluate.py [FOLDER ...] [--part test|dev|train] [--runner both|daemon|aizoo]
+        [--config c.yaml] [--json out.json] [--markdown] [--sheet [.cache/mouth/worst_errors.jpg]]
 
 The contact sheet shows faces from the evaluation photos: it is written outside the repository
-(default .cache/mouth/, git-ignored) and refused anywhere else inside it.
-
-The folder needs images/*.jpg and annotations/<same stem>.xml (classes as above).
+(default .cache/mouth/, git-ignored) and refused anywhere else inside it. A folder needs images/*.jpg and
+annotations/<same stem>.xml (PASCAL VOC, classes as above); one outside the split is taken whole.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datapaths import data_dir  # noqa: E402  (tools/ is on sys.path when run as a script)
 from mask_guard.boxes import iou
 
@@ -68,10 +69,14 @@ def match(gt: np.ndarray, det: np.ndarray, thr: float) -> dict[int, int]:
     return out
 
 
-def run_cli(images: list[Path], config: str | None) -> dict[str, dict]:
-    cmd = [sys.executable, "-m", "mask_guard.cli", "detect", "--json"]
-    if config:
-        cmd += ["--config", config]
+def run_cli(images: list[Path], config: str | None, runner: str = "daemon") -> dict[str, dict]:
+    """One JSON record per image from the daemon's CLI (``runner='daemon'``) or the peer's runner."""
+    if runner == "aizoo":
+        cmd = [sys.executable, str(ROOT / "tools" / "peer_aizoo.py")]
+    else:
+        cmd = [sys.executable, "-m", "mask_guard.cli", "detect", "--json"]
+        if config:
+            cmd += ["--config", config]
     res = subprocess.run(cmd + [str(p) for p in images], cwd=ROOT, capture_output=True, text=True)
     if res.returncode not in (0,) and not res.stdout:
         raise SystemExit(f"mask-guard detect failed ({res.returncode}):\n{res.stderr[-3000:]}")
@@ -86,17 +91,29 @@ def run_cli(images: list[Path], config: str | None) -> dict[str, dict]:
     return out
 
 
-def scene_half(name: str) -> str:
-    """'dev' or 'test': a fixed split of a scene folder by image name, so thresholds can be calibrated
-    on one half and reported on the other."""
-    return "dev" if int(hashlib.sha1(Path(name).name.encode()).hexdigest(), 16) % 2 == 0 else "test"
+def part_images(folder: Path, part: str) -> list[Path]:
+    """The images of ``folder`` in ``part`` of THE split (every image for a folder outside it, or 'all')."""
+    import splits
+
+    images = sorted((folder / "images").glob("*.jpg"))
+    if part == "all":
+        return images
+    table = splits.parts()
+    try:
+        rel = [str(p.resolve().relative_to(data_dir())) for p in images]
+    except ValueError:
+        return images
+    if not any(r in table for r in rel):
+        return images
+    return [p for p, r in zip(images, rel) if table.get(r) == part]
 
 
-def evaluate(folder: Path, results: dict[str, dict], iou_thr: float, half: str | None = None):
-    """One row per annotated face and per unmatched detection (only images of ``half`` if given)."""
+def evaluate(folder: Path, results: dict[str, dict], iou_thr: float, images: list[Path] | None = None):
+    """One row per annotated face and per unmatched detection (only ``images`` if given)."""
     faces, extras, ms = [], [], []
+    keep = None if images is None else {p.name for p in images}
     for xml in sorted((folder / "annotations").glob("*.xml")):
-        if half and scene_half(xml.stem + ".jpg") != half:
+        if keep is not None and xml.stem + ".jpg" not in keep:
             continue
         img = folder / "images" / (xml.stem + ".jpg")
         rec = results.get(os.path.abspath(img))
@@ -114,6 +131,7 @@ def evaluate(folder: Path, results: dict[str, dict], iou_thr: float, half: str |
             faces.append({"image": str(img), "cls": name, "box": box.tolist(), "w": float(box[2] - box[0]),
                           "found": d is not None, "verdict": d["verdict"] if d else None,
                           "mouth": d["mouth"] if d else None, "nose": d["nose"] if d else None,
+                          "mask": d.get("mask") if d else None,
                           "det_box": d["box"] if d else None})
         matched = set(m.values())
         for j, d in enumerate(dets):
@@ -222,54 +240,82 @@ def contact_sheet(faces: list[dict], path: Path, n: int = 16, size: int = 80, mi
     cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
+def side_by_side(sets: dict[str, dict[str, dict]]) -> str:
+    """The headline figures per set and runner: {set: {runner: summary}} -> Markdown."""
+    lines = ["| set | runner | images | alarm recall >=40 | false alarms >=40 | alarm recall >=24 | false alarms >=24 "
+             "| face recall masked >=40 | unmatched dets /100 img | no_mask on non-faces /100 img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by in sets.items():
+        for runner, s in by.items():
+            b40, b24, ball = s["buckets"][">=40px"], s["buckets"][">=24px"], s["buckets"]["all"]
+            lines.append(f"| {name} | {runner} | {s['images']} | {b40['alarm_recall']:.1%} | {b40['false_alarm_masked']:.1%} "
+                         f"| {b24['alarm_recall']:.1%} | {b24['false_alarm_masked']:.1%} "
+                         f"| {b40['with_mask']['face_recall']:.1%} "
+                         f"| {100 * ball['unmatched_detections'] / max(s['images'], 1):.1f} "
+                         f"| {ball['no_mask_on_non_faces_per_100_images']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", nargs="?", default=str(data_dir() / "scenes" / "ilc2021"))
+    ap.add_argument("folders", nargs="*", help="scene folders (default: the three scene sets)")
+    ap.add_argument("--part", default="test", choices=["test", "dev", "train", "all"],
+                    help="which part of THE split (tools/splits.py) to score; report test, calibrate on dev")
+    ap.add_argument("--runner", default="both", choices=["both", "daemon", "aizoo"])
     ap.add_argument("--config", help="mask-guard config file (e.g. MTCNN or threshold settings)")
     ap.add_argument("--iou", type=float, default=0.3)
-    ap.add_argument("--limit", type=int, default=0, help="first N images only")
-    ap.add_argument("--json", help="write the summary (and every face row) here")
+    ap.add_argument("--json", help="write the summaries (and every face row) here")
     ap.add_argument("--sheet", nargs="?", const=str(ROOT / ".cache" / "mouth" / "worst_errors.jpg"),
-                    help="contact sheet of the worst errors (JPEG; default .cache/mouth/worst_errors.jpg); "
+                    help="contact sheet of the daemon's worst errors (JPEG; default .cache/mouth/worst_errors.jpg); "
                     "never inside the repository outside .cache/ (faces from the evaluation photos)")
     ap.add_argument("--label-fixes", help="CSV of annotation corrections: adds a second, corrected table")
-    ap.add_argument("--half", choices=["dev", "test"],
-                    help="only one fixed half of the images (by name hash): calibrate on dev, report on test")
-    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    ap.add_argument("--reuse", help="rescore a --json file from an earlier run instead of running the CLI")
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--reuse", help="rescore a --json file from an earlier run instead of running the detectors")
     args = ap.parse_args()
 
-    folder = Path(args.folder)
+    import splits
+
+    folders = [Path(f) for f in args.folders] or [data_dir() / s for s in splits.SCENE_SETS]
     if args.sheet:
         sheet = Path(args.sheet).resolve()
         if sheet.is_relative_to(ROOT) and not sheet.is_relative_to(ROOT / ".cache"):
             raise SystemExit(f"--sheet {args.sheet}: refusing to write faces into the repository; use .cache/")
-    if args.reuse:
-        prev = json.loads(Path(args.reuse).read_text())
-        results = prev["cli"]
-    else:
-        images = sorted((folder / "images").glob("*.jpg"))
-        if args.half:
-            images = [p for p in images if scene_half(p.name) == args.half]
-        if args.limit:
-            images = images[:args.limit]
-        results = run_cli(images, args.config)
-    faces, extras, ms = evaluate(folder, results, args.iou, args.half)
-    s = summarize(faces, extras, ms)
-    print(markdown(s) if args.markdown else json.dumps(s, indent=1))
-    dump = {"summary": s, "faces": faces, "extras": extras, "cli": results}
-    if args.label_fixes:
-        fixed, n = apply_label_fixes(faces, Path(args.label_fixes))
-        sc = summarize(fixed, extras, ms)
-        sc["label_fixes"] = {"file": args.label_fixes, "applied": n}
-        print(f"\nWith {n} annotation corrections from {args.label_fixes}:\n" if args.markdown else "")
-        print(markdown(sc) if args.markdown else json.dumps({"corrected": sc}, indent=1))
-        dump["summary_corrected"] = sc
+    runners = ["daemon", "aizoo"] if args.runner == "both" else [args.runner]
+    prev = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    dump: dict = {"part": args.part, "iou": args.iou, "sets": {}}
+    table: dict[str, dict[str, dict]] = {}
+    all_faces = []
+    for folder in folders:
+        images = part_images(folder, args.part)
+        name = folder.name
+        for runner in runners:
+            if prev:
+                results = prev["sets"][name][runner]["cli"]
+            else:
+                results = run_cli(images, args.config, runner)
+            faces, extras, ms = evaluate(folder, results, args.iou, images)
+            s = summarize(faces, extras, ms)
+            table.setdefault(name, {})[runner] = s
+            entry = {"summary": s, "faces": faces, "extras": extras, "cli": results}
+            if args.label_fixes and runner == "daemon":
+                fixed, n = apply_label_fixes(faces, Path(args.label_fixes))
+                entry["summary_corrected"] = dict(summarize(fixed, extras, ms), label_fixes=n)
+            dump["sets"].setdefault(name, {})[runner] = entry
+            if runner == "daemon":
+                all_faces += faces
+            if args.markdown:
+                print(f"\n### {name}, {args.part} part, {runner}\n")
+                print(markdown(s))
+            else:
+                print(json.dumps({"set": name, "part": args.part, "runner": runner, **s}))
+    if args.markdown:
+        print(f"\n### Side by side ({args.part} parts, IoU {args.iou})\n")
+        print(side_by_side(table))
     if args.json:
         Path(args.json).write_text(json.dumps(dump))
     if args.sheet:
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-        contact_sheet(faces, Path(args.sheet))
+        contact_sheet(all_faces, Path(args.sheet))
 
 
 if __name__ == "__main__":

@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "models", help="output folder (default: models/)")
     ap.add_argument("--weights", default="stock", choices=["stock", "masks"])
     ap.add_argument("--from", dest="src", type=Path, default=CACHE, help="folder with <net>_weights.npz (masks)")
+    ap.add_argument("--nets", nargs="+", choices=list(NETS), help="only these nets")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in (NETS if args.weights == "stock" else FINE_TUNED):
+        if args.nets and name not in args.nets:
+            continue
         if args.weights == "stock":
             net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
         else:
