@@ -238,6 +238,25 @@ EOF_DROPIN
   fi
 }
 
+# (Re)start and say how the service is: `systemctl restart` returns once it is READY=1, which it is
+# with a camera delivering or, with none attached yet, waiting for one (see the unit's comments).
+start_service() {
+  if ! run systemctl restart mask-guard.service; then
+    warn "the service did not start; its last journal lines:"
+    journalctl -u mask-guard.service -n 20 --no-pager >&2 || true
+    die "mask-guard.service failed to start (see above; systemctl status mask-guard)"
+  fi
+  local status=""
+  if [ "$SYSTEM" -eq 1 ]; then status=$(systemctl show -p StatusText --value mask-guard.service || true); fi
+  case "$status" in
+    *"waiting for camera"*)
+      say "the service is up and waiting for a camera (${status##*waiting for camera }): plug it in, or set"
+      say "source.uri in $ETC/config.yaml and: systemctl reload mask-guard; it is picked up without a restart" ;;
+    *) say "the service is up${status:+: $status}" ;;
+  esac
+  say "follow it with: journalctl -u mask-guard -f   and: mask-guard status"
+}
+
 do_install() {
   check_platform
   [ "$SYSTEM" -eq 0 ] || [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0)"
@@ -260,8 +279,7 @@ do_install() {
   run systemctl enable mask-guard.service
   if [ "$START" -eq 1 ]; then
     run "$VENV/bin/mask-guard" check-config "$ETC/config.yaml"
-    run systemctl restart mask-guard.service
-    say "started; follow it with: journalctl -u mask-guard -f   and: mask-guard status"
+    start_service
   fi
   say "done"
 }

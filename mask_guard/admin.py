@@ -205,7 +205,7 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 
 def _plot(days: dict, path: Path, out: Path, n_days: int) -> int:
-    from .mqtt import hostname
+    from .mqtt_setup import hostname
     from .plot import PlotUnavailable, plot_days
 
     if not days:

@@ -167,7 +167,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
 
 def _print_outputs(cfg: Config) -> None:
     """The listeners beyond the speaker, with warnings about the files they need; never a password."""
-    from .mqtt import describe, read_password
+    from .mqtt_setup import describe, read_password
 
     o, a = cfg.outputs, cfg.alerts
     if o.gpio_pin:

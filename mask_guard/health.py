@@ -65,7 +65,9 @@ def detector_state(why: str) -> str:
 
 
 def detector_text(d) -> str:
-    """``idle, detector on 3% of frames, CPU 4% of a core`` (the last status interval)."""
+    """``idle, detector on 3% of frames, CPU 4% of a core`` (the last status interval); "" before a frame."""
+    if not d.frames:
+        return ""
     return f"{d.detector}, detector on {d.usage_pct[0]:.0f}% of frames, CPU {d.usage_pct[1]:.0f}% of a core"
 
 

@@ -6,20 +6,23 @@ Topics under ``mqtt.topic`` (default ``mask-guard/<hostname>``):
   event         one JSON per decision and per alert, QoS 1, not retained, with a ``seq`` number
 
 The frame loop never waits for the network: ``event()`` and ``state_changed()`` only append to a
-bounded in-memory queue or set a flag. One thread of our own owns the paho client and does every
-network call, so paho is never used from two threads, and connection errors reach us as exceptions
-(paho's own reconnecting thread would swallow them). While the broker is unreachable the thread
+bounded in-memory queue or set a flag, and wake the thread through a socket pair. One thread of our
+own owns the paho client and does every network call (paho's external-loop API: our ``select``
+sleeps until the broker or the frame loop has something, so an idle appliance's thread wakes about
+once a second, not 20 times), so paho is never used from two threads, and connection errors reach us
+as exceptions (paho's own reconnecting thread would swallow them). While the broker is unreachable the thread
 retries with a doubling backoff and the events wait in the queue (the oldest dropped, and counted,
 beyond ``mqtt.queue_size``); after a reconnect they go out in order. paho re-sends an event whose
 PUBACK had not come before the connection dropped (QoS 1: at least once; ``seq`` finds duplicates).
 
 paho-mqtt 1.6 (Raspberry Pi OS Bookworm's python3-paho-mqtt) and 2.x (Trixie's) differ in the client
-constructor and in the callbacks' signatures: ``_new_client`` and the ``*args`` callbacks cover both.
+constructor and in the callbacks' signatures: ``mqtt_setup.new_client`` and the ``*rest`` callbacks cover both.
 """
 from __future__ import annotations
 
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -30,71 +33,16 @@ from typing import Callable, Optional
 
 from .config import MqttConfig
 from .ha_discovery import discovery_messages
+from .mqtt_setup import base_topic, broker, client_id, connect_error, describe, hostname, new_client, \
+    read_password, refusal, result_code
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN_S = 1.0
-LOOP_S = 0.05  # the thread's poll period: how long an event may wait before it is sent
+IDLE_S = 1.0  # the thread's longest sleep (keepalive and periodic state are timed from it)
 MIN_STATE_GAP_S = 0.25  # state messages no closer than this (a busy scene changes counts every frame)
 INFLIGHT = 20  # events handed to paho and not yet acknowledged (paho keeps these across a reconnect)
 CONNACK_TIMEOUT_S = 10.0
-# CONNACK refusals: MQTT 3.1.1 codes (paho 1.x) and the MQTT 5 reason codes paho 2.x maps them to.
-_REFUSED = {1: "protocol", 132: "protocol", 2: "client_id", 133: "client_id", 3: "unavailable", 136: "unavailable",
-            4: "login", 134: "login", 5: "login", 135: "login"}
-
-
-def hostname() -> str:
-    return socket.gethostname().split(".")[0] or "pi"
-
-
-def base_topic(cfg: MqttConfig) -> str:
-    return cfg.topic or f"mask-guard/{hostname()}"
-
-
-def client_id(cfg: MqttConfig) -> str:
-    return cfg.client_id or f"mask-guard-{hostname()}"
-
-
-def broker(cfg: MqttConfig) -> str:
-    return f"{cfg.host}:{cfg.port or (8883 if cfg.tls else 1883)}"
-
-
-def describe(cfg: MqttConfig) -> str:
-    """One line for logs and check-config: where, who, how; never the password."""
-    who = f" as {cfg.username!r} (password from {cfg.password_file})" if cfg.password_file else \
-        f" as {cfg.username!r}" if cfg.username else ""
-    tls = f", TLS with CA {cfg.tls}" if cfg.tls else ""
-    disc = f", Home Assistant discovery under {cfg.discovery_prefix}/" if cfg.discovery_prefix else ""
-    return f"{broker(cfg)}{who}{tls}, topic {base_topic(cfg)}{disc}"
-
-
-def read_password(cfg: MqttConfig) -> Optional[str]:
-    """The first line of ``mqtt.password_file``; ``ValueError`` naming the setting when unreadable."""
-    if not cfg.password_file:
-        return None
-    try:
-        lines = Path(cfg.password_file).expanduser().read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"mqtt.password_file: cannot read {cfg.password_file}: "
-                         f"{getattr(exc, 'strerror', None) or exc}") from exc
-    if not lines or not lines[0]:
-        raise ValueError(f"mqtt.password_file: {cfg.password_file} is empty (the first line is the password)")
-    return lines[0]
-
-
-def _new_client(cid: str):
-    import paho.mqtt.client as mqtt
-
-    if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt >= 2.0
-        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311)
-    return mqtt.Client(client_id=cid, protocol=mqtt.MQTTv311)
-
-
-def _code(rc) -> int:
-    """A CONNACK/PUBACK result as an int: paho 1.x passes an int, 2.x a ReasonCode."""
-    return int(getattr(rc, "value", rc))
-
-
 class MqttPublisher:
     """``start()``; then ``event(dict)`` and ``state_changed()`` from any thread; ``close()`` at exit."""
 
@@ -115,6 +63,10 @@ class MqttPublisher:
         self.state = "off"  # off, connecting, connected, down, refused, failed
         self.error = ""  # the last problem, for status
         self._state_dirty = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()  # the frame loop's doorbell
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
         self._stop = threading.Event()
         self._closing = threading.Event()
         self._closed = threading.Event()
@@ -122,7 +74,7 @@ class MqttPublisher:
         self._client = None
         self._sock_up = self._connected = self._discovery_due = False
         self._offline_mid: Optional[int] = None
-        self._next_state = 0.0
+        self._last_state = float("-inf")  # monotonic time of the last state message
         self._retry_s = RETRY_MIN_S
         self._logged = ""  # the state last logged
 
@@ -139,12 +91,22 @@ class MqttPublisher:
             else:
                 first = False
             self._pending.append(ev)
+        self._wake()
         if first:
             log.warning("MQTT: event queue full (%d, mqtt.queue_size): dropping the oldest (%d so far)",
                         self.cfg.queue_size, self.dropped)
 
     def state_changed(self) -> None:
         self._state_dirty.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._woken:  # one byte per sleep of the thread, not per call
+            self._woken = True
+            try:
+                self._wake_w.send(b"!")
+            except OSError:  # full (it is awake anyway) or closed
+                pass
 
     def status(self) -> dict:
         return {"state": self.state, "broker": broker(self.cfg), "topic": self.base, "error": self.error,
@@ -176,7 +138,7 @@ class MqttPublisher:
             raise ValueError(f"mqtt.enabled is true but paho-mqtt is not installed ({exc}): "
                              "apt install python3-paho-mqtt (or pip install paho-mqtt)") from exc
         password = read_password(cfg)
-        client = _new_client(client_id(cfg))
+        client = new_client(client_id(cfg))
         if cfg.username:
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
@@ -202,6 +164,9 @@ class MqttPublisher:
         self._closed.wait(timeout)
         self._stop.set()
         self._thread.join(0.5)
+        sock = self._client.socket() if self.state != "off" and not self._thread.is_alive() else None
+        if sock is not None:
+            sock.close()  # no clean goodbye in time: a dropped connection makes the broker send the will
         left = len(self._pending) + len(self._inflight)
         if left:
             log.warning("MQTT: %d event(s) not delivered at exit (%s)", left, self.error or self.state)
@@ -216,7 +181,7 @@ class MqttPublisher:
                 if self._closing.is_set():
                     break  # nothing to say goodbye over
                 if now < next_try:
-                    self._stop.wait(min(next_try - now, LOOP_S * 4))
+                    self._stop.wait(min(next_try - now, 0.2))
                     continue
                 if not self._try_connect():
                     next_try = time.monotonic() + self._retry_s
@@ -224,7 +189,7 @@ class MqttPublisher:
                     continue
                 connack_by = time.monotonic() + CONNACK_TIMEOUT_S
             try:
-                rc = self._client.loop(timeout=LOOP_S)
+                rc = self._io(self._sleep_s() if self._connected and not self._closing.is_set() else 0.05)
             except Exception as exc:  # paho raises on some socket errors instead of returning them
                 rc = exc
             if rc != 0 or self._client.socket() is None:
@@ -243,29 +208,46 @@ class MqttPublisher:
                 self._sock_up = False
         self._closed.set()
 
+    def _sleep_s(self) -> float:
+        """Until the next state message is due (a pending change, or the interval), at most IDLE_S."""
+        since = time.monotonic() - self._last_state
+        due = MIN_STATE_GAP_S - since if self._state_dirty.is_set() else self.interval_s - since
+        return min(max(due, 0.0), IDLE_S)
+
+    def _io(self, timeout: float):
+        """One round of network I/O: sleep in select until the broker, the doorbell or ``timeout``."""
+        c = self._client
+        sock = c.socket()
+        if sock is None:
+            return 1
+        if getattr(sock, "pending", lambda: 0)():
+            timeout = 0.0  # TLS: bytes already decrypted would not wake select
+        r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [], timeout)
+        if self._wake_r in r:
+            self._woken = False  # before draining: a later call rings again
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if sock in r:
+            rc = c.loop_read()
+            if rc:
+                return rc
+        if sock in w:
+            rc = c.loop_write()
+            if rc:
+                return rc
+        return c.loop_misc()
+
     def _try_connect(self) -> bool:
         try:
             self._client.reconnect()
         except Exception as exc:
-            self._set_state("down", self._connect_error(exc))
+            self._set_state("down", connect_error(self.cfg, exc))
             return False
         self._sock_up = True
         return True
-
-    def _connect_error(self, exc: Exception) -> str:
-        cfg, where = self.cfg, broker(self.cfg)
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"mqtt.tls: the certificate of {where} does not verify against {cfg.tls} " \
-                   f"({exc.verify_message or exc})"
-        if isinstance(exc, ssl.SSLError):
-            return f"TLS with {where} failed ({exc.reason or exc}): check mqtt.tls and mqtt.port"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"{where} refused the connection (broker not running?)"
-        if isinstance(exc, socket.gaierror):
-            return f"mqtt.host {cfg.host!r}: cannot resolve ({exc.strerror or exc})"
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            return f"no answer from {where}"
-        return f"cannot reach {where}: {getattr(exc, 'strerror', None) or exc}"
 
     def _lost(self) -> None:
         was_connected, self._connected, self._sock_up = self._connected, False, False
@@ -299,7 +281,7 @@ class MqttPublisher:
     # --- paho callbacks (inside loop(), in this thread) --------------------------------------------
 
     def _on_connect(self, client, userdata, flags, rc, *rest) -> None:
-        code = _code(rc)
+        code = result_code(rc)
         if code == 0:
             self._connected, self._retry_s, self._discovery_due = True, RETRY_MIN_S, True
             self._state_dirty.set()
@@ -308,18 +290,7 @@ class MqttPublisher:
                 client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
             self._set_state("connected")
             return
-        import paho.mqtt.client as mqtt
-
-        kind = _REFUSED.get(code, "")
-        text = str(rc) if hasattr(rc, "value") else mqtt.connack_string(rc)
-        if kind == "login":
-            why = (f"mqtt.username {self.cfg.username!r} / mqtt.password_file {self.cfg.password_file!r}: "
-                   f"{broker(self.cfg)} refused the login ({text})") if self.cfg.username else \
-                f"mqtt.username: {broker(self.cfg)} refuses anonymous clients ({text})"
-        elif kind == "client_id":
-            why = f"mqtt.client_id {client_id(self.cfg)!r}: refused by {broker(self.cfg)} ({text})"
-        else:
-            why = f"{broker(self.cfg)} refused the connection ({text})"
+        why = refusal(self.cfg, rc)
         self._set_state("refused", why)
         client.disconnect()
 
@@ -348,9 +319,10 @@ class MqttPublisher:
             for topic, payload in discovery_messages(self.cfg.discovery_prefix, self.base, client_id(self.cfg),
                                                      hostname()):
                 self._client.publish(topic, payload, qos=1, retain=True)
-        if now >= self._next_state and (self._state_dirty.is_set() or now >= self._next_state + self.interval_s):
+        since = now - self._last_state
+        if (self._state_dirty.is_set() and since >= MIN_STATE_GAP_S) or since >= self.interval_s:
             self._state_dirty.clear()
-            self._next_state = now + MIN_STATE_GAP_S
+            self._last_state = now
             self._publish_state()
         while len(self._inflight) < INFLIGHT and self._pending:
             ev = self._pending[0]
@@ -384,7 +356,7 @@ class MqttPublisher:
         if self._offline_mid != -1:
             return False
         self._client.disconnect()  # a clean DISCONNECT: the broker drops the will
-        self._client.loop(timeout=0.05)
+        self._io(0.05)
         self._connected = self._sock_up = False
         self.state = "off"
         log.info("MQTT: disconnected from %s (%d events delivered)", broker(self.cfg), self.delivered)

@@ -52,7 +52,8 @@ class Outputs:
         if old is None or (cfg.mqtt, cfg.service.status_interval_s) != (old.mqtt, old.service.status_interval_s):
             self._close("mqtt")
             if cfg.mqtt.enabled:
-                from .mqtt import MqttPublisher, describe
+                from .mqtt import MqttPublisher
+                from .mqtt_setup import describe
 
                 log.info("MQTT: connecting to %s", describe(cfg.mqtt))
                 self.mqtt = MqttPublisher(cfg.mqtt, self.state, cfg.service.status_interval_s)

@@ -139,11 +139,21 @@ class Subscriber:
     def start(self) -> "Subscriber":
         cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.broker.port), "-u", READER, "-P", READER_PASSWORD,
                "-q", "1", "-c", "-i", self.client_id, "-F", "%r\t%t\t%p", "--keepalive", "5"]
-        for t in self.topics:
+        probe = f"mask-guard/probe/{self.client_id}"
+        for t in (*self.topics, probe):
             cmd += ["-t", t]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
-        return self
+        # subscribed once a probe message comes through (mosquitto_sub says nothing when it is)
+        for _ in range(50):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.broker.port), "-u", USER, "-P", PASSWORD,
+                            "-t", probe, "-m", "ready", "-q", "1"], capture_output=True, timeout=10)
+            try:
+                self.wait_for(probe, timeout=0.5)
+                return self
+            except AssertionError:
+                continue
+        raise AssertionError(f"mosquitto_sub did not subscribe: {self.proc.stderr.read() if self.proc.poll() else ''}")
 
     def _read(self) -> None:
         for line in self.proc.stdout:

@@ -42,10 +42,13 @@ def test_each_alert_switches_the_pin_on_for_gpio_on_s():
     out = GpioOutput(outputs_cfg(gpio_on_s=0.2), pin_factory=factory)
     assert out.available
     out.alert({"person": 1})
-    time.sleep(0.5)
-    lv = levels(factory.pin(17))
+    pin = factory.pin(17)
+    t0 = time.monotonic()
+    while len(pin.states) < 3 and time.monotonic() - t0 < 3:
+        time.sleep(0.01)
+    lv = levels(pin)
     assert [v for _, v in lv] == [True, False]
-    assert 0.18 <= lv[1][0] - lv[0][0] <= 0.35, lv
+    assert 0.19 <= lv[1][0] - lv[0][0] <= 0.6, lv  # (the upper bound leaves room for a busy machine)
     out.close()
 
 

@@ -229,3 +229,32 @@ def test_the_motion_section_is_documented_and_checked():
     assert cfg.motion.enabled and 0 < cfg.motion.max_idle_s <= 5
     with pytest.raises(ValueError, match="motion.min_area"):
         config_from_dict({"motion": {"min_area": 0.4, "relearn_area": 0.3}})
+
+
+# --- visible: status, STATUS= and the hourly journal line ---------------------------------------
+
+def test_status_and_the_hourly_line_say_idle_the_share_detected_and_the_cpu(tmp_path, caplog):
+    import logging
+
+    from mask_guard import health
+    from mask_guard.daemon import Daemon, RunOptions
+    from mask_guard.sources import OrderedSource
+    from mask_guard.status import status_report
+
+    h.need_mouth_model()
+    frames = clips.benchmark_room(n_noise=60)[1.0]
+    cfg = config_from_dict({"alerts": {"enabled": False}, "counts": {"state_file": str(tmp_path / "c.json")},
+                            "service": {"control_socket": str(tmp_path / "s.sock")}})
+    daemon = Daemon(cfg, RunOptions(), source=OrderedSource(iter(frames), name="room"))
+    assert daemon.run() == 0 and daemon.frames == 60
+    assert daemon.detector == "idle"
+    assert daemon._hour.frames == 60 and 1 <= daemon._hour.detected <= 3, "the first frame, then idle checks"
+    daemon._periodic(daemon._hour.start + 10.0)  # a status update: the interval's figures
+    det = status_report(daemon)["detector"]
+    assert det["state"] == "idle" and det["motion_gate"] and det["frames_detected_pct"] < 10, det
+    text = daemon._status_text()
+    assert "; idle, detector on " in text and "% of frames, CPU " in text and text.endswith("% of a core"), text
+    caplog.set_level(logging.INFO, logger="mask_guard")
+    health.summary(daemon, daemon._hour.start + 3600)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("last hour:")]
+    assert "60 frames" in line and "detector on " in line and "% of them, CPU " in line, line

@@ -260,3 +260,45 @@ def test_flip_tta_off_is_the_plain_score_and_bad_modes_are_refused(faces_of):
     assert off.score_crops(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 3)
     with pytest.raises(ConfigError, match="flip_tta"):
         config_from_dict({"mouths": {"flip_tta": "sometimes"}})
+
+
+# --- held-out mask types: respirators and cloth are masks (positive evidence), bare faces are not ------
+
+def _masktypes_test_part(label: str, n: int) -> list[str]:
+    """The first ``n`` photos of one type in THE split's test part (tools/splits.py; never trained on)."""
+    import csv
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import splits
+
+    part = splits.masktypes_parts()
+    with open(need(DATA / "faces" / "masktypes" / "manifest.csv")) as fh:
+        rows = [r["file"] for r in csv.DictReader(fh) if r["label"] == label]
+    return [f"faces/masktypes/{f}" for f in rows if part.get(f"faces/masktypes/{f}") == "test"][:n]
+
+
+@pytest.mark.parametrize("label", ["n95_kn95_respirator", "cloth_mask", "surgical_mask"])
+def test_held_out_masks_of_every_type_are_seen_as_masks_and_not_scolded(label, faces_of):
+    det, cfg = model("mouth_nose.tflite"), MouthsConfig()
+    photos = _masktypes_test_part(label, 30)
+    calls = []
+    for rel in photos:
+        img = rgb(rel)
+        s = det.score_faces(img, faces_of(img))[0]
+        calls.append(verdict(float(s[0]), float(s[1]), float(s[2]), cfg))
+    assert len(photos) == 30
+    assert calls.count(Verdict.NO_MASK) <= 1, f"{label}: {calls.count(Verdict.NO_MASK)} of 30 called no_mask"
+    masked = sum(c in (Verdict.MASK, Verdict.MASK_BELOW_NOSE) for c in calls)
+    assert masked >= 24, f"{label}: a mask seen on only {masked} of 30"
+
+
+def test_held_out_bare_faces_are_called_no_mask(faces_of):
+    det, cfg = model("mouth_nose.tflite"), MouthsConfig()
+    photos = _masktypes_test_part("no_mask", 30)
+    calls = []
+    for rel in photos:
+        img = rgb(rel)
+        s = det.score_faces(img, faces_of(img))[0]
+        calls.append(verdict(float(s[0]), float(s[1]), float(s[2]), cfg))
+    assert calls.count(Verdict.NO_MASK) >= 27, f"only {calls.count(Verdict.NO_MASK)} of 30 bare faces called no_mask"

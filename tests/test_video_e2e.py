@@ -5,6 +5,11 @@ The daemon (``Daemon.run``, what ``mask-guard run`` calls; one test runs the CLI
 frame in a child process; a recording ``Outcomes`` subclass writes down, per frame, the faces with their
 track ids, the decisions and the alerts it played (tools/latency.py). Track ids are matched to people by box
 overlap with the ground truth. The counts come from the state file the daemon wrote.
+
+Every run has the motion gate on, as shipped: the detector rests while nothing moves and nobody is tracked.
+Three clips are about the gate (an entrance whose lights go off and on, a person standing still for a
+minute, a person entering after a minute of empty entrance), and one about time: the alert rules run on
+the clip's own clock, so a slow machine gives the very same alerts as a fast one.
 """
 from __future__ import annotations
 
@@ -180,6 +185,66 @@ def test_camera_noise_blur_and_jpeg_do_not_change_the_counts(runs):
     clip, res = runs("noisy")
     check_one_alert_per_unmasked_person(clip, res)
     check_counts(clip, res)
+
+
+@slow
+def test_lights_going_off_and_on_in_an_empty_entrance_let_the_detector_rest_and_miss_nobody(runs):
+    clip, res = runs("lighting_change")
+    check_one_alert_per_unmasked_person(clip, res)
+    check_counts(clip, res)
+    (p,) = clip.truth["people"]
+    empty = [e for e in res.events if e["frame"] < p["first_frame"]]
+    ran = [(e["frame"], e["why"]) for e in empty if e["detected"]]
+    # 10 s of empty entrance with a light switched off and on: the first frame and a check every max_idle_s
+    assert len(ran) <= len(empty) / (2.0 * clip.fps) + 2, ran
+    assert {why for _, why in ran} <= {"first", "idle_check", "relearn"}, ran
+    assert all(e["detected"] for e in res.events if p["first_frame"] <= e["frame"] <= p["last_frame"])
+
+
+@slow
+def test_a_person_standing_still_for_a_minute_stays_one_person_with_one_alert(runs):
+    clip, res = runs("standing_still")
+    check_one_alert_per_unmasked_person(clip, res)
+    check_counts(clip, res)
+    still = [e for e in res.events if 30 <= e["frame"] < 930]
+    assert still and all(e["detected"] and e["why"] in ("track", "motion") for e in still), \
+        "a tracked person keeps the detector running, motion or not"
+    assert len({f[0] for e in still for f in e["faces"] if f[0] is not None}) == 1, "one track all minute"
+
+
+@slow
+def test_a_person_entering_after_a_minute_of_empty_entrance_is_found_at_once(runs):
+    clip, res = runs("enter_after_empty")
+    check_one_alert_per_unmasked_person(clip, res)
+    check_counts(clip, res)
+    (p,) = clip.truth["people"]
+    empty = [e for e in res.events if e["frame"] < p["first_frame"]]
+    assert sum(e["detected"] for e in empty) <= len(empty) / (2.0 * clip.fps) + 2, "idle for the minute"
+    arrival = next(e for e in res.events if e["frame"] == p["first_frame"])
+    assert arrival["detected"] and arrival["why"] == "motion", "the first frame with the person opens the gate"
+    # from then on the detector runs on every frame: the gate adds no latency (alerts are on the clip's clock)
+    assert all(e["detected"] for e in res.events if p["first_frame"] <= e["frame"] <= p["last_frame"])
+
+
+@slow
+def test_a_clip_gives_the_same_alerts_on_a_slow_machine_as_on_a_fast_one(runs, tmp_path):
+    """The alert rules run on the video's clock. Two unmasked people cross in front of the camera, decided
+    frames apart, with a 2 s cooldown between alerts: the second alert is due 30 clip frames after the
+    first. On the wall clock a fast run (2 s = many more frames) would push it later, past the people's
+    exit, and a slow one earlier; on the video's clock every run gives the same frames."""
+    clip, _ = runs("crossing")
+    got = {}
+    for name, slow_ms in (("fast", 0.0), ("slow", 120.0)):  # slow: about 6 frames a second, below the clip's 15
+        cfg = latency.daemon_config(tmp_path / name, alerts={"cooldown_s": 2.0})
+        res = latency.run_on_clip(clip, tmp_path / name, cfg=cfg, slow_ms=slow_ms)
+        assert res.returncode == 0, res.log[-3000:]
+        got[name] = (res.alerts(), res.wall_s)
+    (fast, fast_s), (slow, slow_s) = got["fast"], got["slow"]
+    assert slow_s > fast_s + 5, (fast_s, slow_s)
+    assert len(fast) == 2, fast
+    assert fast == slow, f"fast {fast} != slow {slow}"
+    (f1, _), (f2, _) = fast
+    assert f2 - f1 >= 2.0 * clip.fps, "the cooldown in clip time"
 
 
 @slow

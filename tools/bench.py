@@ -17,6 +17,9 @@ What it measures (medians over ``--reps`` runs after warm-up, same frames for ev
    the ops' tensor shapes), the measured TFLite time here (so the rest is Python/numpy/OpenCV time), then
    Pi time = FLOPs / (assumed effective Pi FLOP/s) + rest x (assumed single-core slowdown), with a low/high
    range. The assumptions and their sources are printed with the table.
+5. The motion gate and frame sizing (tools/bench_gate.py): the daemon's CPU in real time at 30 fps on a real
+   empty entrance (lights switched off and on) and with one and three people, gate on and off; and frame
+   work on 1280x720 input with one face, scaled to the source size and at full size.
 """
 from __future__ import annotations
 
@@ -282,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the mtcnn package (TensorFlow) path")
     ap.add_argument("--no-daemon", action="store_true", help="skip the daemon run on a clip")
     ap.add_argument("--mqtt", action="store_true", help="only the frame loop with MQTT off vs on (tools/bench_mqtt.py)")
+    ap.add_argument("--no-gate", action="store_true", help="skip the motion gate and 720p runs (tools/bench_gate.py)")
+    ap.add_argument("--gate-seconds", type=float, default=20.0, help="length of the empty-entrance runs")
     a = ap.parse_args(argv)
     if a.mqtt:
         import bench_mqtt
@@ -290,6 +295,7 @@ def main(argv=None) -> int:
 
     frames = {n: clips.still_frame(n, seed=a.seed) for n in (0, 1, 3)}
     daemon = None if a.no_daemon else bench_daemon(a.seed)  # first: a clean machine for its RSS/start-up
+    gate = None if a.no_gate else bench_gate_runs(a.gate_seconds, a.reps, a.seed)  # before TensorFlow's threads
     ours = bench_ours(frames, a.reps)
     ref = None if a.no_reference else bench_reference(frames, a.reps, REF_MIN_FACE)
 
@@ -348,7 +354,18 @@ def main(argv=None) -> int:
                       f"{p['slowdown'][0]}-{p['slowdown'][1]}x" for k, p in PI.items())
           + ". Anchors: MobileNet v2 SSD on TFLite 112.6 ms (Pi 4) / 23.5 ms (Pi 5), aallan/benchmarking-ml-on-"
             "the-edge; Cortex-A72/A76 peak fp32 ~96/154 GFLOP/s. Uncertainty: about 2x either way.")
+    if gate:
+        import bench_gate
+
+        bench_gate.report(*gate, a.gate_seconds)
     return 0
+
+
+def bench_gate_runs(seconds: float, reps: int, seed: int) -> tuple:
+    """(real-time rows, 720p figures) of tools/bench_gate.py, each daemon run in a child of its own."""
+    import bench_gate
+
+    return bench_gate.bench_gate(seconds, seed), bench_gate.bench_sized(reps, seed)
 
 
 if __name__ == "__main__":

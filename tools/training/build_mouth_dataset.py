@@ -233,8 +233,9 @@ def mask_box(box: np.ndarray, lm: np.ndarray, below_nose: bool = False) -> np.nd
 
 
 def scene_faces(folder: str, key: str, faces: list[dict]) -> list[tuple[dict, str]]:
-    """A scene's MTCNN faces with the annotated class they match (IoU >= 0.4, one to one); a detection that
-    overlaps no annotated face at all (IoU < 0.05) is a false face: kind 'bg', nothing visible to find."""
+    """A scene's MTCNN faces with the annotated class they match (IoU >= 0.4, one to one). Detections that
+    match no annotated face are left out: a look at them showed most are real faces the annotators skipped
+    (crowds), so they cannot teach "nothing here"; see :func:`negatives` for true non-faces."""
     xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
     gt = read_voc(xml) if xml.exists() else []
     for k, (name, b) in enumerate(gt):  # the audited annotation errors (tools/training/ilc2021_label_fixes.csv)
@@ -251,10 +252,35 @@ def scene_faces(folder: str, key: str, faces: list[dict]) -> list[tuple[dict, st
         kind = SCENE_KIND.get(gt[gi][0], "skip")
         if kind != "skip":
             out.append((faces[dj], kind))
-    ov = iou(det, gtb).max(1) if len(gt) else np.zeros(len(det))
-    for j, f in enumerate(faces):
-        if j not in m.values() and ov[j] < 0.05 and f["box"][2] - f["box"][0] >= 16:
-            out.append((f, "bg"))
+    return out
+
+
+def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[tuple[str, np.ndarray, str]]:
+    """True non-faces (kind 'bg': no mouth, nose or mask): face-sized boxes in the scene photos of the train
+    and dev parts that touch no annotated face and no MTCNN detection (walls, foliage, clothes, signs)."""
+    out = []
+    for key, rec in sorted(recs.items()):
+        if not key.startswith("scenes/"):
+            continue
+        folder = "/".join(key.split("/")[:2])
+        part = splits.parts().get(key)
+        if part not in ("train", "dev"):
+            continue
+        xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
+        taken = [b for _, b in read_voc(xml)] if xml.exists() else []
+        taken += [np.array(f["box"], np.float32) for f in rec["faces"]]
+        taken = np.array(taken, np.float32).reshape(-1, 4)
+        w, h = rec["w"], rec["h"]
+        for _ in range(per_image * 4):
+            side = float(rng.uniform(20, min(160, 0.5 * min(w, h))))
+            x, y = float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side))
+            box = np.array([x, y, x + side * rng.uniform(0.8, 1.0), y + side], np.float32)
+            if len(taken) and iou(box, taken, method="min").max() > 0.05:
+                continue
+            out.append((key, box, PART_TO_SPLIT[part]))
+            taken = np.concatenate([taken, box[None]])
+            if sum(1 for k, _, _ in out if k == key) >= per_image:
+                break
     return out
 
 
@@ -365,6 +391,11 @@ def build(args) -> None:
                      note=f"{family}:{worn}:{folder.split('/')[-1]}")
         if len(meta) % 1000 < 3:
             print(f"{len(meta)} crops", flush=True)
+    for key, box, split in negatives(recs, rng):
+        rgb = cv2.cvtColor(cv2.imread(str(data_dir() / key)), cv2.COLOR_BGR2RGB)
+        folder = "/".join(key.split("/")[:2])
+        emit(rgb, box, (None, None, None), key, 0, folder, {"label": "background"}, "bg", f"{folder}:{Path(key).name}",
+             split, note="non-face")
     out = CACHE / "dataset.npz"
     np.savez(out, ctx=np.stack(ctx), exact=np.stack(exact), lab_ctx=np.stack(lab_ctx), lab_exact=np.stack(lab_exact))
     (CACHE / "dataset_meta.json").write_text(json.dumps({"backend": args.backend, "rule": rule, "rows": meta}))

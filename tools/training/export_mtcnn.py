@@ -5,6 +5,9 @@ Usage: python tools/training/export_mtcnn.py [--out models/] [--weights stock|ma
 ``--weights masks`` exports our fine-tuned R-Net and O-Net instead (tools/training/mtcnn_train.py wrote
 their Keras weights to .cache/mtcnn/<net>_weights.npz) as mtcnn_masks_{rnet,onet}.tflite; the masks
 cascade keeps the stock P-Net (tools/training/mtcnn_stages.py: P-Net loses ~2% of masked faces).
+``--dev-threshold rnet=0.15`` bakes a threshold chosen on the dev parts into the net: the face logit's
+bias is shifted by logit(config threshold) - logit(0.15), so "score > config threshold" with the exported
+net is exactly "score > 0.15" with the trained one, and the daemon's thresholds stay one config for both.
 
 The weights are the ones shipped in the mtcnn wheel (site-packages/mtcnn/assets/weights/*.lz4,
 joblib) loaded into the package's own Keras classes, so our runtime cascade (mask_guard/faces.py)
@@ -56,6 +59,21 @@ def keras_net(name: str, weights: Path | None = None):
     return net
 
 
+def shift_face_logit(net, name: str, dev_threshold: float) -> None:
+    """Make ``score > config threshold`` equal ``score > dev_threshold`` (2-class softmax: a bias shift)."""
+    from mask_guard.config import FacesConfig
+
+    config_t = FacesConfig().thresholds[{"pnet": 0, "rnet": 1, "onet": 2}[name]]
+    layer = net.fc5_2 if name == "rnet" else net.fc6_3
+    k, b = layer.get_weights()
+    logit = lambda t: float(np.log(t / (1 - t)))  # noqa: E731
+    b = b.copy()
+    b[1] += logit(config_t) - logit(dev_threshold)
+    layer.set_weights([k, b])
+    print(f"{name}: face bias shifted by {logit(config_t) - logit(dev_threshold):+.3f} "
+          f"(dev threshold {dev_threshold} at config {config_t})")
+
+
 def convert(name: str, net) -> bytes:
     """Wrap ``net`` in a functional model and convert it to a float32 TFLite flatbuffer."""
     import tensorflow as tf
@@ -104,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="stock", choices=["stock", "masks"])
     ap.add_argument("--from", dest="src", type=Path, default=CACHE, help="folder with <net>_weights.npz (masks)")
     ap.add_argument("--nets", nargs="+", choices=list(NETS), help="only these nets")
+    ap.add_argument("--dev-threshold", nargs="+", default=[], metavar="NET=T",
+                    help="masks: threshold chosen on the dev parts, baked in as a bias shift (see above)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in (NETS if args.weights == "stock" else FINE_TUNED):
@@ -113,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
         else:
             net, path = keras_net(name, args.src / f"{name}_weights.npz"), args.out / f"mtcnn_masks_{name}.tflite"
+            dev = dict(kv.split("=") for kv in args.dev_threshold)
+            if name in dev:
+                shift_face_logit(net, name, float(dev[name]))
         path.write_bytes(convert(name, net))
         diff = parity(name, net, path)
         print(f"{path}: {path.stat().st_size / 1024:.1f} KiB, max |keras - tflite| = {diff:.2e}")

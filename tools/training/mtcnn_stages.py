@@ -57,8 +57,8 @@ def lost_at(gt: np.ndarray, trace: dict, final: np.ndarray, thr: float) -> list[
     return out
 
 
-def run(weights: str, model_dir: Path, part: str, thr: float) -> dict:
-    det = detector(weights, model_dir)
+def run(weights: str, model_dir: Path, part: str, thr: float, thresholds: list | None = None) -> dict:
+    det = detector(weights, model_dir, **({"thresholds": thresholds} if thresholds else {}))
     faces, per_set, ms = [], {}, []
     for s, path, gt in scene_images(part):
         img = rgb(path)
@@ -111,13 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-dir", type=Path, default=MODELS, help="folder with the .tflite nets (default models/)")
     ap.add_argument("--iou", type=float, default=0.3)
     ap.add_argument("--per-set", action="store_true", help="also one table per scene set")
+    ap.add_argument("--thresholds", type=float, nargs=3, help="P-/R-/O-Net thresholds (default: the config's)")
     ap.add_argument("--json", type=Path, help=f"also write the rows here (e.g. {CACHE}/stages.json)")
     args = ap.parse_args(argv)
     out = {}
     for w in args.weights:
-        res = run(w, args.model_dir, args.part, args.iou)
+        res = run(w, args.model_dir, args.part, args.iou, args.thresholds)
         out[w] = res
-        print(f"\n## {w} weights, {args.part} part ({res['model_dir']}): "
+        print(f"\n## {w} weights, {args.part} part ({res['model_dir']}, thresholds {args.thresholds or 'default'}): "
               f"{res['ms_median']:.1f} ms median per image (1 thread)\n")
         print(table(res))
         if args.per_set:
