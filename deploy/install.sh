@@ -246,8 +246,9 @@ start_service() {
     journalctl -u mask-guard.service -n 20 --no-pager >&2 || true
     die "mask-guard.service failed to start (see above; systemctl status mask-guard)"
   fi
-  local status=""
-  if [ "$SYSTEM" -eq 1 ]; then status=$(systemctl show -p StatusText --value mask-guard.service || true); fi
+  if [ "$SYSTEM" -eq 0 ]; then say "(dry run) then: how the service is, from its STATUS= line"; return; fi
+  local status
+  status=$(systemctl show -p StatusText --value mask-guard.service || true)
   case "$status" in
     *"waiting for camera"*)
       say "the service is up and waiting for a camera (${status##*waiting for camera }): plug it in, or set"

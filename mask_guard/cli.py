@@ -120,9 +120,11 @@ def check_files(cfg: Config) -> list[str]:
     from .config import models_dir, resource_path
     from .tflite import ModelError, load_interpreter
 
+    from .faces import WEIGHTS
+
     problems = []
     mdir = models_dir(cfg)
-    for name in ("mtcnn_pnet.tflite", "mtcnn_rnet.tflite", "mtcnn_onet.tflite"):
+    for name in WEIGHTS[cfg.faces.weights]:  # the nets faces.weights selects (stock or masks)
         try:
             load_interpreter(mdir / name, allocate=False)
         except ModelError as exc:

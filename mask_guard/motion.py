@@ -3,7 +3,8 @@
 An entrance is empty most of the day, and MTCNN on every frame of an empty scene keeps a core busy
 for nothing. As in Frigate, a cheap change detector decides when the detector runs: each frame is
 shrunk to a small grayscale copy (``motion.frame_height`` rows, every k-th pixel, then blurred: sensor
-noise averages away, since neighbouring samples come from pixels far apart) and compared with a running-average background.
+noise averages away, since neighbouring samples come from pixels far apart) and compared with a
+running-average background.
 
 * **motion**: at least ``motion.min_area`` of the copy differs from the background by more than
   ``motion.threshold`` grey levels.

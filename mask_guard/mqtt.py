@@ -43,6 +43,8 @@ IDLE_S = 1.0  # the thread's longest sleep (keepalive and periodic state are tim
 MIN_STATE_GAP_S = 0.25  # state messages no closer than this (a busy scene changes counts every frame)
 INFLIGHT = 20  # events handed to paho and not yet acknowledged (paho keeps these across a reconnect)
 CONNACK_TIMEOUT_S = 10.0
+
+
 class MqttPublisher:
     """``start()``; then ``event(dict)`` and ``state_changed()`` from any thread; ``close()`` at exit."""
 
@@ -159,17 +161,27 @@ class MqttPublisher:
     def close(self, timeout: float = 0.5) -> None:
         """Publish the last state and ``offline``, wait up to ``timeout`` for queued events, disconnect."""
         if self._thread is None:
+            self._close_doorbell()
             return
         self._closing.set()
+        self._woken = False
+        self._wake()  # out of its select now
         self._closed.wait(timeout)
         self._stop.set()
         self._thread.join(0.5)
         sock = self._client.socket() if self.state != "off" and not self._thread.is_alive() else None
         if sock is not None:
             sock.close()  # no clean goodbye in time: a dropped connection makes the broker send the will
+            self.state = "off"
+        if not self._thread.is_alive():
+            self._close_doorbell()
         left = len(self._pending) + len(self._inflight)
         if left:
             log.warning("MQTT: %d event(s) not delivered at exit (%s)", left, self.error or self.state)
+
+    def _close_doorbell(self) -> None:
+        self._wake_r.close()
+        self._wake_w.close()
 
     # --- the thread -----------------------------------------------------------------------------
 

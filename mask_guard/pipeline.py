@@ -171,8 +171,7 @@ class Pipeline:
             return "off"
         t = frame.meta.get(VIDEO_S, frame.timestamp)  # a file's own clock when it has one
         m = self.gate.check(frame.image, t)
-        objects = self.tracker.tracked_objects
-        live = objects() if callable(objects) else objects
+        live = bool(self.tracker.tracked_objects)
         why = "first" if m.first else "relearn" if m.relearn else "motion" if m.moving else "track" if live else ""
         last = self._last_detect_t
         if not why and (last is None or not 0 <= t - last < self.cfg.motion.max_idle_s):
@@ -236,7 +235,8 @@ class Pipeline:
         if not faces:
             return []
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
-        others = [o.box for o in self.tracker.tracked_objects if o.id is not None]
+        # people matched in the previous frame only: a coasting track's predicted box can run away
+        others = [o.box for o in self.tracker.tracked_objects if o.id is not None and o.detection_index is not None]
         big = np.concatenate([boxes, np.array(others, np.float64).reshape(-1, 4)])
         inside = iou(boxes, big, method="min") >= INNER_OVERLAP
         smaller = area(boxes)[:, None] < INNER_AREA * area(big)[None, :]

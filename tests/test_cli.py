@@ -58,10 +58,10 @@ def test_detect_json_prints_exactly_one_line_per_image_in_sorted_recursive_order
         assert list(rec) == ["image", "width", "height", "ms", "faces"], rec
         assert rec["ms"] > 0 and len(rec["faces"]) >= 1, rec
         for f in rec["faces"]:
-            assert list(f) == ["box", "score", "mouth", "nose", "verdict"]
+            assert list(f) == ["box", "score", "mouth", "nose", "mask", "verdict"]
             x1, y1, x2, y2 = f["box"]
             assert 0 <= x1 < x2 <= rec["width"] and 0 <= y1 < y2 <= rec["height"]
-            assert 0 <= f["mouth"] <= 1 and 0 <= f["nose"] <= 1 and f["score"] > 0.9
+            assert 0 <= f["mouth"] <= 1 and 0 <= f["nose"] <= 1 and 0 <= f["mask"] <= 1 and f["score"] > 0.9
             assert f["verdict"] in {"no_mask", "mask_below_nose", "mask", "unsure"}
     scene = by_name["scene.bmp"]
     assert (scene["width"], scene["height"]) == (320, 240)

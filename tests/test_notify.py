@@ -144,19 +144,24 @@ def test_no_camera_at_start_is_a_started_service_waiting_for_it_with_the_watchdo
     assert proc.returncode == 0 and elapsed < 2.0
 
 
-def test_an_idle_detector_still_feeds_the_watchdog_and_status_says_idle(tmp_path):
-    """An empty entrance (a real photo under sensor noise, played in real time): the motion gate lets the
-    detector rest; frames still arrive, so the watchdog is fed, and STATUS= / status say so."""
+def test_an_idle_detector_still_feeds_the_watchdog_and_a_camera_that_stops_is_still_noticed(tmp_path):
+    """An empty entrance (a real photo under sensor noise) from a network camera: the motion gate lets the
+    detector rest, frames still arrive, so the watchdog is fed and STATUS= / status say idle; then the
+    camera stops delivering: noticed by its frames, not by faces, and the watchdog stops as for any loss."""
     h.need_mouth_model()
     h.need_data()
     import clips
+    from mjpeg_camera import MjpegCamera
 
-    frames = clips.benchmark_room(n_noise=40)[1.0]
-    room = h.write_clip(tmp_path / "room.avi", frames, fps=20.0)
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clips.benchmark_room(n_noise=40)[1.0]]
+    cam = MjpegCamera(lambda i: jpegs[i % len(jpegs)])
     listener = h.NotifyListener(tmp_path / "notify.sock")
-    cfg = h.write_config(tmp_path / "c.yaml", tmp_path)
-    proc = h.start_daemon(["--config", str(cfg), "--source", str(room), "--loop"],
-                          h.daemon_env(tmp_path, listener, watchdog_s=0.8), tmp_path / "log")
+    cfg = h.write_config(tmp_path / "c.yaml", tmp_path, source={"uri": cam.url, "retry_initial_s": 0.1,
+                                                                 "retry_max_s": 0.3},
+                         service={"camera_lost_restart_s": 1.5})
+    env = h.daemon_env(tmp_path, listener, watchdog_s=0.8)
+    env["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "probesize;32|analyzeduration;0"
+    proc = h.start_daemon(["--config", str(cfg)], env, tmp_path / "log")
     try:
         t_ready = listener.wait_for("READY", "1", timeout=60)
         time.sleep(3.0)
@@ -169,8 +174,18 @@ def test_an_idle_detector_still_feeds_the_watchdog_and_status_says_idle(tmp_path
         assert det["state"] == "idle" and det["motion_gate"] is True, det
         assert det["frames_detected_pct"] <= 50 and 0 <= det["cpu_pct"] < 100, det
         assert st["frames"] > 30, "frames flow (and are counted) while the detector rests"
+        cam.unplug()
+        t_cut = time.monotonic()
+        log = h.wait_log(tmp_path / "log", "no longer feeding the watchdog", timeout=30, proc=proc)
+        assert "camera: no frame for" in log and "lost:" in log
+        st, _ = control.request(tmp_path / "ctl.sock", "status")
+        assert st["state"] == "camera_lost"
+        time.sleep(1.0)
+        assert max(listener.times("WATCHDOG", "1")) < time.monotonic() - 0.9, "then systemd would restart it"
+        assert max(listener.times("WATCHDOG", "1")) > t_cut, "fed for camera_lost_restart_s after the loss"
         h.stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
+        cam.unplug()
         listener.close()

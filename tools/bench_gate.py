@@ -11,9 +11,9 @@ Run by tools/bench.py (or alone: ``python tools/bench_gate.py [--seconds 20]``);
    Measured after 2 s of warm-up: the child's CPU time (all its threads) per second of wall time, as a share
    of one core; frames the daemon processed per second; the share of them the face detector ran on.
    Motion gate on (shipped) and off (``motion.enabled: false``: what every frame cost before the gate).
-2. Frame work on a 1280x720 frame with one face (the ``Pipeline``, tracking included), median of N: with the
-   frame scaled once to ``source.width`` x ``source.height`` (shipped) and, for comparison, at full size
-   (what a 720p webcam cost before).
+2. Frame work on a 1280x720 frame with one face (the ``Pipeline``, tracking included), median and best of N:
+   with the frame scaled once to ``source.width`` x ``source.height`` (shipped) and, for comparison, at full
+   size (what a 720p webcam cost before); a 640x480 frame with one face for scale.
 """
 from __future__ import annotations
 
@@ -111,15 +111,20 @@ def bench_gate(seconds: float = 20.0, seed: int = 0) -> list[dict]:
     return rows
 
 
-def bench_sized(reps: int = 30, seed: int = 0) -> dict:
-    """Frame work on a 1280x720 frame with one ~180 px face: sized to 640x480 (shipped) and at full size."""
+def bench_sized(reps: int = 30, seed: int = 0) -> list[dict]:
+    """Frame work (the Pipeline, tracking included) on a 1280x720 frame with one ~180 px face, scaled to the
+    source size (shipped) and at full size (before), and on a 640x480 frame with a 90 px face for scale.
+    Median and best frame: on a machine shared with other jobs the best frame is the uncontended cost."""
     from mask_guard.config import config_from_dict
     from mask_guard.detections import Frame
     from mask_guard.pipeline import Pipeline
 
-    img = clips.still_frame(1, seed=seed, face_px=180, width=1280, height=720)
-    out = {}
-    for name, source in (("sized", {}), ("full", {"width": 1280, "height": 720})):
+    hd = clips.still_frame(1, seed=seed, face_px=180, width=1280, height=720)
+    vga = clips.still_frame(1, seed=seed, face_px=90)
+    rows = []
+    for label, img, source in (("1280x720, one copy scaled to 640x360 (shipped)", hd, {}),
+                               ("1280x720, the full frame (before)", hd, {"width": 1280, "height": 720}),
+                               ("640x480 (for scale)", vga, {})):
         pipe = Pipeline(config_from_dict({"source": source}))
         times, faces = [], []
         for i in range(reps + 3):
@@ -128,12 +133,13 @@ def bench_sized(reps: int = 30, seed: int = 0) -> dict:
             if i >= 3:
                 times.append(time.perf_counter() - t)
                 faces.append(len(r.faces))
-        ms = statistics.median(times) * 1e3
-        out[name] = {"ms": ms, "fps": 1000 / ms, "faces": statistics.median(faces)}
-    return out
+        ms, best = statistics.median(times) * 1e3, min(times) * 1e3
+        rows.append({"case": label, "ms": ms, "fps": 1000 / ms, "best_ms": best, "best_fps": 1000 / best,
+                     "faces": statistics.median(faces)})
+    return rows
 
 
-def report(rows: list[dict], sized: dict, seconds: float) -> None:
+def report(rows: list[dict], sized: list[dict], seconds: float) -> None:
     print(f"\n### The motion gate: the daemon in real time ({FPS:.0f} fps offered, 640x480, "
           f"{seconds:.0f} s empty / {seconds / 2:.0f} s with people, after {WARMUP_S:.0f} s warm-up)\n")
     print("| scene | motion gate | CPU (% of one core) | frames processed per s | detector ran on (% of frames) |")
@@ -141,12 +147,12 @@ def report(rows: list[dict], sized: dict, seconds: float) -> None:
     for r in rows:
         print(f"| {r['case']} | {'on' if r['gate'] else 'off'} | {r['cpu_pct']:.1f} | {r['fps']:.1f} | "
               f"{r['detected_pct']:.0f} |")
-    print("\n### Frames sized for the detector: 1280x720, one face, frame work (median)\n")
-    print("| detection on | faces found | frame work (ms) | fps of frame work |")
-    print("|---|---|---|---|")
-    for name, label in (("sized", "one copy scaled to 640x360 (shipped)"), ("full", "the full 1280x720 frame")):
-        s = sized[name]
-        print(f"| {label} | {s['faces']:.0f} | {s['ms']:.1f} | {s['fps']:.0f} |")
+    print("\n### Frames sized for the detector: one face, frame work (Pipeline.process, tracking included)\n")
+    print("| input, detection on | faces found | median (ms) | fps (median) | best frame (ms) | fps (best) |")
+    print("|---|---|---|---|---|---|")
+    for s in sized:
+        print(f"| {s['case']} | {s['faces']:.0f} | {s['ms']:.1f} | {s['fps']:.0f} | {s['best_ms']:.1f} | "
+              f"{s['best_fps']:.0f} |")
 
 
 def main(argv=None) -> int:

@@ -1,15 +1,15 @@
 """The frame loop's time per frame with MQTT on and off (``python tools/bench.py --mqtt`` runs this).
 
 Usage:
-  python tools/bench_mqtt.py [--reps 3] [--clip noisy] [--seed 0]
+  python tools/bench_mqtt.py [--reps 6] [--clip noisy] [--seed 0] [--alternate]
 
 A real Mosquitto broker on a loopback port (local-only mode) with a subscriber taking everything, as Home
 Assistant would; the daemon (``Daemon.run``, as ``mask-guard run`` calls it) in a child process on a
-walk-through clip, frame by frame, with ``mqtt.enabled: false`` and with it on, alternated (A-B-B-A...) so
-both see the same load from anything else on the machine. Per run: the median wall time from one frame's
-outcomes to the next (the whole loop: decode, pipeline, outcomes, MQTT's hand-off), the process's CPU time per
-frame (all threads: the MQTT thread's work shows here, other processes' load does not), and the median
-pipeline time alone. Also, in this process, what ``Outputs`` costs the loop per call (the queue hand-off).
+walk-through clip, frame by frame, with ``mqtt.enabled: false`` and with it on: an off and an on run side by
+side (started together, so both see the same load from anything else on the machine; ``--alternate``: one at
+a time, A-B-B-A...). Per run: the median wall time from one frame's outcomes to the next (the whole loop:
+decode, pipeline, outcomes, MQTT's hand-off), the process's CPU time per frame (all threads: the MQTT
+thread's work shows here, other processes' load does not), and the median pipeline time alone. Also, in this process, what ``Outputs`` costs the loop per call (the queue hand-off).
 """
 from __future__ import annotations
 
@@ -71,29 +71,35 @@ def _child(cfg_path: str, video: str, out_path: str) -> int:
     return code
 
 
-def one_run(clip, work: Path, port: int, mqtt: bool) -> dict:
+def start_run(clip, work: Path, port: int, mqtt: bool) -> subprocess.Popen:
     import yaml
 
+    work.mkdir(parents=True, exist_ok=True)
     cfg = latency.daemon_config(work, mqtt={"enabled": mqtt, "host": "127.0.0.1", "port": port,
-                                            "topic": "mask-guard/bench"})
+                                            "topic": f"mask-guard/bench-{work.name}", "client_id": work.name})
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     (work / "asoundrc").write_text("pcm.!default { type null }\n")
     env = {**os.environ, "ALSA_CONFIG_PATH": str(work / "asoundrc")}
     for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID"):
         env.pop(k, None)
-    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(work / "config.yaml"),
-                        str(clip.video), str(work / "marks.json")], env=env, capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"daemon exited {r.returncode}:\n{r.stderr[-3000:]}")
-    if mqtt and "MQTT: connected to" not in r.stderr:
-        raise RuntimeError("MQTT did not connect:\n" + r.stderr[-2000:])
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(work / "config.yaml"),
+                             str(clip.video), str(work / "marks.json")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(work / "log", "w"))
+
+
+def finish_run(proc: subprocess.Popen, work: Path, mqtt: bool) -> dict:
+    rc = proc.wait(600)
+    log = (work / "log").read_text()
+    if rc != 0:
+        raise RuntimeError(f"daemon exited {rc}:\n{log[-3000:]}")
+    if mqtt and "MQTT: connected to" not in log:
+        raise RuntimeError("MQTT did not connect:\n" + log[-2000:])
     marks = json.loads((work / "marks.json").read_text())
     wall = [(b[0] - a[0]) * 1e3 for a, b in zip(marks, marks[1:])]
     cpu = [(b[1] - a[1]) * 1e3 for a, b in zip(marks, marks[1:])]
     return {"loop_ms": statistics.median(wall), "mean_loop_ms": statistics.fmean(wall),
             "cpu_ms": statistics.fmean(cpu), "pipeline_ms": statistics.median(m[2] for m in marks),
-            "frames": len(marks), "events": r.stderr.count(" decided ") + r.stderr.count("ALERT: person")}
+            "frames": len(marks), "events": log.count(" decided ") + log.count("ALERT: person")}
 
 
 def handoff_cost(port: int, n: int = 20000) -> dict:
@@ -126,7 +132,9 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         return _child(*sys.argv[2:5])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=6, help="runs per setting (alternated)")
+    ap.add_argument("--reps", type=int, default=6, help="runs per setting")
+    ap.add_argument("--alternate", action="store_true", help="one run at a time, off and on alternated, instead "
+                    "of an off and an on run side by side")
     ap.add_argument("--clip", default="noisy", choices=list(clips.SCENARIOS))
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -137,8 +145,16 @@ def main(argv=None) -> int:
     runs: dict[bool, list[dict]] = {False: [], True: []}
     try:
         for i in range(a.reps):
-            for mqtt in ((False, True) if i % 2 == 0 else (True, False)):
-                runs[mqtt].append(one_run(clip, base / f"{'on' if mqtt else 'off'}{i}", port, mqtt))
+            order = (False, True) if i % 2 == 0 else (True, False)
+            if a.alternate:
+                for mqtt in order:
+                    work = base / f"{'on' if mqtt else 'off'}{i}"
+                    runs[mqtt].append(finish_run(start_run(clip, work, port, mqtt), work, mqtt))
+            else:  # side by side: both runs see the same load at the same time
+                started = [(m, base / f"{'on' if m else 'off'}{i}") for m in order]
+                procs = [(m, w, start_run(clip, w, port, m)) for m, w in started]
+                for m, w, p in procs:
+                    runs[m].append(finish_run(p, w, m))
         cost = handoff_cost(port)
     finally:
         for p in (sub, broker):
@@ -147,7 +163,7 @@ def main(argv=None) -> int:
         shutil.rmtree(base, ignore_errors=True)
     print(f"## Frame loop with MQTT off / on ({a.clip} clip, {runs[False][0]['frames']} frames, "
           f"{runs[True][0]['events']} events, frame by frame, {os.cpu_count()} cores, {a.reps} runs each, "
-          "alternated)\n")
+          f"{'alternated' if a.alternate else 'an off and an on run side by side'})\n")
     print("| MQTT | loop per frame, wall: median / best run (ms) | each run (ms) | process CPU per frame, all "
           "threads: median / best run (ms) | pipeline per frame (ms) |")
     print("|---|---|---|---|---|")
@@ -160,8 +176,13 @@ def main(argv=None) -> int:
         print(f"| {'on' if mqtt else 'off'} | {fig[mqtt][0]:.2f} / {fig[mqtt][1]:.2f} | {each} | "
               f"{fig[mqtt][2]:.2f} / {fig[mqtt][3]:.2f} | {statistics.median(x['pipeline_ms'] for x in r):.2f} |")
     ratio = [fig[True][i] / fig[False][i] for i in range(4)]
+    pairs = [on["loop_ms"] / off["loop_ms"] for on, off in zip(runs[True], runs[False])]
+    cpairs = [on["cpu_ms"] / off["cpu_ms"] for on, off in zip(runs[True], runs[False])]
     print(f"\nMQTT on / off: wall {ratio[0]:.3f} median, {ratio[1]:.3f} best run; CPU {ratio[2]:.3f} median, "
           f"{ratio[3]:.3f} best run (the best run is the one least disturbed by other load on the machine)")
+    print(f"\nPer pair (run i on / run i off), wall: {', '.join(f'{x:.3f}' for x in pairs)}; median "
+          f"{statistics.median(pairs):.3f}. CPU: {', '.join(f'{x:.3f}' for x in cpairs)}; median "
+          f"{statistics.median(cpairs):.3f}")
     print(f"\nHand-off on the loop's thread (in process, broker connected): {cost['decision_us']:.1f} us per "
           f"event, {cost['changed_us']:.2f} us per state change; {cost['n']} events delivered in "
           f"{cost['drain_s']:.2f} s")

@@ -14,9 +14,10 @@ face detection does not depend on these thresholds):
   The budgets sit below the targets (1.5 % / 3 %) because a threshold fitted on one part is optimistic
   on the next. Lower thresholds only raise recall, so the lowest one within budget is recall-first.
   ``mouth_off`` stays 0.05 below it (the band in which a face is unsure).
-* ``mask_on``: the lowest threshold whose "mask" calls on unmatched detections (no annotated face there:
-  false faces) stay <= ``--bg`` (10 %) of them, provided it still sees a mask on >= 95 % of the found
-  masked faces >= 40 px; a false face then shows neither a mouth nor a mask and never becomes a person.
+* ``mask_on``: the highest threshold on a 0.05 grid at which >= ``--keep`` (99 %) of the found masked dev
+  faces >= 40 px still show a mask: as strict as possible against things that are not masks, without
+  leaving masked people uncounted. (Detections matching no annotated face are not a guide: a look at them
+  showed most are real faces the annotators skipped; the table shows them for information.)
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("eval_json", help="tools/evaluate.py --part dev --runner daemon --json output")
     ap.add_argument("--fa40", type=float, default=1.0)
     ap.add_argument("--fa24", type=float, default=2.0)
-    ap.add_argument("--bg", type=float, default=10.0, help="%% of false faces allowed to show a mask")
+    ap.add_argument("--keep", type=float, default=99.0, help="%% of masked dev faces that must still show a mask")
     args = ap.parse_args()
     d = json.loads(open(args.eval_json).read())
     if d.get("part") != "dev":
@@ -65,14 +66,14 @@ def main() -> None:
     masked = [f for f in pooled if f["cls"] == "with_mask" and f["w"] >= 40 and f["found"] and f.get("mask") is not None]
     bg = [e for e in extras if e.get("mask") is not None]
     mask_on = None
-    print("\n| mask_on | masked faces >=40 showing a mask | false faces showing a mask |\n|---|---|---|")
+    print("\n| mask_on | masked faces >=40 showing a mask | unmatched detections showing a mask |\n|---|---|---|")
     for t in np.round(np.arange(0.05, 0.951, 0.05), 2):
         seen = 100 * np.mean([f["mask"] >= t for f in masked]) if masked else 0.0
         fb = 100 * np.mean([e["mask"] >= t for e in bg]) if bg else 0.0
         print(f"| {t:.2f} | {seen:.1f}% | {fb:.1f}% |")
-        if mask_on is None and fb <= args.bg and seen >= 95.0:
+        if seen >= args.keep:
             mask_on = float(t)
-    print(f"\nchosen mask_on: {mask_on} ({len(masked)} masked faces, {len(bg)} false faces)")
+    print(f"\nchosen mask_on: {mask_on} ({len(masked)} masked faces, {len(bg)} unmatched detections)")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def run(weights: str, model_dir: Path, part: str, thr: float, thresholds: list |
 
 def table(res: dict, sets: list[str] | None = None) -> str:
     faces = [f for f in res["faces"] if sets is None or f["set"] in sets]
-    rows = [f"| class | size | faces | found | " + " | ".join(f"lost {k}" for k in LOSSES) + " |",
+    rows = ["| class | size | faces | found | " + " | ".join(f"lost {k}" for k in LOSSES) + " |",
             "|---|---|---:|---:|" + "---:|" * len(LOSSES)]
     for cls in CLASSES:
         for label, w in SIZES:

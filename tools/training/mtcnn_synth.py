@@ -8,7 +8,6 @@ width about twice the eye distance, rotated with the eye line; left/right views 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np

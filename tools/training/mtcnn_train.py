@@ -5,6 +5,7 @@ classic MTCNN multi-task loss:
 
 * face/not-face cross-entropy on positives and negatives, each class weighted to half the loss (the mined
   negatives outnumber positives 3:1, and unannotated faces among them: unbalanced, the nets grew too strict);
+  ``--ohem`` instead: the classic online hard example mining (mean of the hardest 70%, unbalanced);
 * box offsets (MSE) on positives and part faces, weight 0.5;
 * O-Net landmarks (MSE) on positives and part faces, weight 1.0, against the stock O-Net's own landmarks
   (distillation; for synthetic masks, its landmarks on the same face unmasked), so they stay as good.
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ohem", action="store_true", help="hard example mining instead of the balanced loss")
     ap.add_argument("--init", type=Path, help="start from these weights (.npz) instead of the package's")
     args = ap.parse_args(argv)
 
@@ -85,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         y = tf.cast(tf.maximum(cb, 0), tf.int32)
         ce = -tf.math.log(tf.clip_by_value(tf.gather(prob, y, batch_dims=1), 1e-7, 1.0))
         pos, neg = tf.cast(cb == 1, tf.float32), tf.cast(cb == 0, tf.float32)
-        l_cls = 0.5 * (tf.reduce_sum(ce * pos) / tf.maximum(tf.reduce_sum(pos), 1)
-                       + tf.reduce_sum(ce * neg) / tf.maximum(tf.reduce_sum(neg), 1))
+        if args.ohem:
+            k = tf.maximum(tf.cast(tf.reduce_sum(pos + neg) * 0.7, tf.int32), 1)
+            l_cls = tf.reduce_mean(tf.math.top_k(ce * (pos + neg), k).values)
+        else:
+            l_cls = 0.5 * (tf.reduce_sum(ce * pos) / tf.maximum(tf.reduce_sum(pos), 1)
+                           + tf.reduce_sum(ce * neg) / tf.maximum(tf.reduce_sum(neg), 1))
         has_box = tf.cast(cb != 0, tf.float32)
         l_box = tf.reduce_sum(tf.reduce_sum((reg - ob) ** 2, 1) * has_box) / tf.maximum(tf.reduce_sum(has_box), 1)
         l_lm = tf.constant(0.0)
