@@ -278,27 +278,38 @@ def _masktypes_test_part(label: str, n: int) -> list[str]:
     return [f"faces/masktypes/{f}" for f in rows if part.get(f"faces/masktypes/{f}") == "test"][:n]
 
 
-@pytest.mark.parametrize("label", ["n95_kn95_respirator", "cloth_mask", "surgical_mask"])
-def test_held_out_masks_of_every_type_are_seen_as_masks_and_not_scolded(label, faces_of):
-    det, cfg = model("mouth_nose.tflite"), MouthsConfig()
-    photos = _masktypes_test_part(label, 30)
+def _verdicts_of(photos: list[str], n: int) -> list[Verdict]:
+    """Verdicts of the first ``n`` photos in which MTCNN finds a face (framed as tools/evaluate_faces.py does:
+    a grey border of 40 %, since these are tight face pictures); the largest face is the photo's."""
+    from mask_guard.config import Config, models_dir
+    from mask_guard.faces import FaceDetector
+
+    cfg = Config()
+    finder, det = FaceDetector(cfg.faces, models_dir(cfg)), model("mouth_nose.tflite")
     calls = []
     for rel in photos:
         img = rgb(rel)
-        s = det.score_faces(img, faces_of(img))[0]
-        calls.append(verdict(float(s[0]), float(s[1]), float(s[2]), cfg))
-    assert len(photos) == 30
+        pad = int(0.4 * max(img.shape[:2]))
+        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        d = finder.detect(img)
+        if len(d) == 0:
+            continue
+        s = det.score_faces(img, d[int(np.argmax(d.widths))])[0]
+        calls.append(verdict(float(s[0]), float(s[1]), float(s[2]), cfg.mouths))
+        if len(calls) == n:
+            break
+    assert len(calls) == n, f"MTCNN found only {len(calls)} faces in {len(photos)} photos"
+    return calls
+
+
+@pytest.mark.parametrize("label", ["n95_kn95_respirator", "cloth_mask", "surgical_mask"])
+def test_held_out_masks_of_every_type_are_seen_as_masks_and_not_scolded(label):
+    calls = _verdicts_of(_masktypes_test_part(label, 60), 30)
     assert calls.count(Verdict.NO_MASK) <= 1, f"{label}: {calls.count(Verdict.NO_MASK)} of 30 called no_mask"
     masked = sum(c in (Verdict.MASK, Verdict.MASK_BELOW_NOSE) for c in calls)
-    assert masked >= 24, f"{label}: a mask seen on only {masked} of 30"
+    assert masked >= 27, f"{label}: a mask seen on only {masked} of 30"
 
 
-def test_held_out_bare_faces_are_called_no_mask(faces_of):
-    det, cfg = model("mouth_nose.tflite"), MouthsConfig()
-    photos = _masktypes_test_part("no_mask", 30)
-    calls = []
-    for rel in photos:
-        img = rgb(rel)
-        s = det.score_faces(img, faces_of(img))[0]
-        calls.append(verdict(float(s[0]), float(s[1]), float(s[2]), cfg))
-    assert calls.count(Verdict.NO_MASK) >= 27, f"only {calls.count(Verdict.NO_MASK)} of 30 bare faces called no_mask"
+def test_held_out_bare_faces_are_called_no_mask():
+    calls = _verdicts_of(_masktypes_test_part("no_mask", 60), 30)
+    assert calls.count(Verdict.NO_MASK) >= 29, f"only {calls.count(Verdict.NO_MASK)} of 30 bare faces called no_mask"
