@@ -21,7 +21,8 @@ Re-identification (Norfair's ReID, kept simple): a person who dies is remembered
 seen (centre within ``REID_SHIFT`` face sizes, size within ``REID_GROWTH``) takes that person's id back:
 a dancer's face turned away for three seconds, someone bending to a bag, is one person, counted and
 alerted once. Only then are the remembered ids reported in ``removed_ids``; ``reidentified`` lists the ids
-taken back this frame (the caller softens their tally, since a stranger can look the same).
+taken back this frame, and of people found again after more than ``REACQUIRE_GAP`` frames unseen (the
+caller softens their tally: after a gap the face may be a stranger's, e.g. after a cut or a blackout).
 
 The box distance (``box_distance``), 0 (same box) .. 1 (unrelated)::
 
@@ -66,6 +67,7 @@ MAX_SIGMA_S = 1.0
 # A person's hit counter rises by this per frame seen (a candidate's by 1, so initialization_delay counts
 # hits): someone seen for half a second bridges a one-second blackout.
 PERSON_GAIN = 2
+REACQUIRE_GAP = 10  # frames unseen after which a person found again is reported in ``reidentified`` too
 REID_SHIFT = 1.5  # face sizes between where a person was lost and where the new face is
 REID_GROWTH = 0.5  # |ln(size ratio)|: up to ~1.65x bigger or smaller
 
@@ -243,6 +245,8 @@ class Tracker:
             o.age += period
         for t, c in pairs:
             o = self._objects[t]
+            if o.id is not None and self.frame - o.last_seen_frame > REACQUIRE_GAP:
+                self.reidentified.append(o.id)  # found again after a gap: the face may be someone else's
             if o.id is not None:
                 o.hit_counter = min(o.hit_counter + PERSON_GAIN * period, cfg.hit_counter_max)
             else:

@@ -242,3 +242,10 @@ def test_a_masked_person_replaced_in_place_by_an_unmasked_one_is_still_alerted(t
     bare = walk(60 + 50, 30, Verdict.NO_MASK, 300, 300, s0=90, s1=90)  # ... someone unmasked stands there later
     alerts, decisions, _, _ = run(script_of(140, masked, bare), tmp_path, alerts={"cooldown_s": 0})
     assert len(alerts) == 1  # the re-identified ballot is softened: a few confident votes overturn it
+
+
+def test_a_face_found_again_after_a_gap_is_re_decided_by_a_few_votes(tmp_path):
+    masked = walk(0, 60, Verdict.MASK, 300, 300, s0=90, s1=90)
+    bare = walk(60 + 20, 30, Verdict.NO_MASK, 300, 300, s0=90, s1=90)  # 20 frames unseen: the same track coasts
+    alerts, decisions, _, _ = run(script_of(110, masked, bare), tmp_path, alerts={"cooldown_s": 0})
+    assert len(alerts) == 1 and alerts[0][0] <= 80 + 8  # not after ~60 votes against a capped tally
