@@ -261,12 +261,15 @@ class Alerter:
     """Policy + player: ``on_no_mask(track_id)`` plays the alert if allowed; True when it played.
 
     ``clock`` (the daemon's ``FrameClock``) replaces ``now`` and ``mono``, for the player it makes too.
+    ``silent_ok``: other outputs (a GPIO lamp, the alert command, MQTT) carry the alert, so with no working
+    sound (no card, bad file) the alert still counts and they fire; a sound that is merely busy still waits.
     """
 
     def __init__(self, cfg: AlertsConfig, player: Optional[SoundPlayer] = None,
                  now: Callable[[], datetime] = datetime.now, mono: Callable[[], float] = time.monotonic,
-                 clock: Optional[FrameClock] = None):
+                 clock: Optional[FrameClock] = None, silent_ok: bool = False):
         self.policy = AlertPolicy(cfg)
+        self.silent_ok = silent_ok
         if clock is not None:
             now, mono = clock.now, clock.mono
         if player is None and cfg.enabled:
@@ -285,7 +288,10 @@ class Alerter:
                 log.debug("no alert for person %s: %s", track_id, reason)
                 return False
             if self.player is None or not self.player.play():
-                return False  # not recorded: the person is alerted once the sound works (or is free)
+                if not (self.silent_ok and (self.player is None or not self.player.available)):
+                    return False  # not recorded: the person is alerted once the sound works (or is free)
+                log.info("alert for person %s without sound (%s): the other outputs carry it", track_id,
+                         self.player.error if self.player is not None else "no player")
             self.policy.alerted(track_id, mono)
             self.played += 1
             log.info("alert played for person %s", track_id)

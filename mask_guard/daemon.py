@@ -188,7 +188,9 @@ class Daemon:
         if not cfg.alerts.enabled:
             log.info("alerts disabled in the config")
             return None
-        alerter = Alerter(cfg.alerts, clock=self.clock)
+        # a lamp, a command or MQTT carries the alert where there is no speaker
+        silent_ok = bool(cfg.outputs.gpio_pin or cfg.alerts.command or cfg.mqtt.enabled)
+        alerter = Alerter(cfg.alerts, clock=self.clock, silent_ok=silent_ok)
         player = alerter.player
         if player is not None and player.available:
             log.info("alert sound %s ready", player.path)

@@ -30,8 +30,8 @@ class Outcomes:
                 self.outputs.decision(ch.track_id, ch.new.value, ch.old.value, result.frame.index)
             for tid in alerted:
                 self.outputs.alert(tid, result.frame.index)
-            if result.new_people or result.changes or alerted or len(result.tallies) != self._in_view:
-                self._in_view = len(result.tallies)
+            if result.new_people or result.changes or alerted or result.people_in_view != self._in_view:
+                self._in_view = result.people_in_view
                 self.outputs.changed()
         return alerted
 

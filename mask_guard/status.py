@@ -44,7 +44,7 @@ def status_report(d) -> dict:
                      "frames_detected_pct": round(d.usage_pct[0], 1), "cpu_pct": round(d.usage_pct[1], 1),
                      "interval_s": d.cfg.service.status_interval_s},
         "today": d.today(),
-        "people_in_view": 0 if latest is None else len(latest[1].tallies),
+        "people_in_view": 0 if latest is None else latest[1].people_in_view,  # decided people (README)
         "last_alert": last_alert, "audio": audio, "rss_mb": round(rss_mb(), 1),
         "outputs": getattr(d.outcomes, "status", dict)(),  # MQTT, GPIO, alert command (never a password)
     }

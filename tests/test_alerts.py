@@ -357,3 +357,15 @@ print("RESULT " + json.dumps(dict(log=log, attempts=player.attempts, error=playe
     # although on the wall clock the device was still playing the first one: it was cut short
     assert times[0] == 0.0 and all(abs(b - a - d) <= 0.1 + 1e-9 for a, b in zip(times, times[1:])), (times, d)
     assert r["attempts"] == 3
+
+
+def test_without_a_working_sound_a_lamp_or_command_still_gets_the_alert(tmp_path):
+    # no speaker (here: the WAV cannot be read, the same state as a missing card): with another output
+    # configured the alert counts and goes out once; with the speaker the only output it waits for sound
+    player = SoundPlayer(tmp_path / "missing.wav")
+    assert not player.available
+    carried = Alerter(AlertsConfig(cooldown_s=0.0), player=player, silent_ok=True)
+    assert carried.on_no_mask(1) is True
+    assert carried.on_no_mask(1) is False  # once per person (re-alert interval), as with sound
+    waiting = Alerter(AlertsConfig(cooldown_s=0.0), player=SoundPlayer(tmp_path / "missing.wav"))
+    assert waiting.on_no_mask(1) is False
