@@ -100,6 +100,7 @@ def score_clip(name: str, truth: dict, events: list[dict], fps: float, width: fl
         "must_counted": sum(1 for i in must if i in hits), "must_missed": [apps[i]["id"] for i in must if i not in hits],
         "must_counted_twice": [apps[i]["id"] for i in must if len(hits.get(i, [])) > 1 and apps[i]["id"] not in groups],
         "phantoms": len(phantoms),
+        "may_ids": [a["id"] for a in apps if not a.get("must")],
         "alerts": sum(len(s["alerts"]) for s in spans.values()),
         "alerts_per_must_person": per_must_alert,
         "alerts_on_may_unmasked": alerts_may, "false_alerts_on_masked": alerts_masked, "alerts_on_phantoms": alerts_phantom,
@@ -151,8 +152,9 @@ def main() -> None:
               f"| {', '.join(f'{k}: {v}' for k, v in r['alerts_per_must_person'].items())} "
               f"| {r['false_alerts_on_masked']} | {'ok' if r['ok'] else 'FAIL'} |")
     for r in rows:
+        may = sum(1 for p in r["people"].values() if p["truth"] in r["may_ids"])
         print(f"\n{r['clip']}: missed {r['must_missed'] or 'none'}; counted twice {r['must_counted_twice'] or 'none'}; "
-              f"may-people counted {r['counted'] - r['must_counted'] - r['phantoms']}")
+              f"counted people matched to may-count entries {may}")
         for tid, p in r["people"].items():
             print(f"  person {tid}: seen {p['t'][0]}-{p['t'][1]} s, counted at {p['counted_at']} s, "
                   f"alerts {p['alerts'] or '-'}, truth: {p['truth'] or 'PHANTOM'}")
