@@ -303,12 +303,11 @@ class Tracker:
 
     def _reidentify(self, o: TrackedObject) -> Optional[int]:
         """The id of the remembered person ``o`` (a new person) is, if any; forgets them (see ReID)."""
-        live = {p.id for p in self._objects if p.id is not None}
-        cands = [(p, f) for p, f in self._lost if p.id not in live]
-        k = _reid_match(np.array([p.last_measurement for p, _ in cands]).reshape(-1, 4), o.last_measurement)
+        # ids are never reused, so no remembered person is also a live one
+        k = _reid_match(np.array([p.last_measurement for p, _ in self._lost]).reshape(-1, 4), o.last_measurement)
         if k is None:
             return None
-        pid = cands[k][0].id
+        pid = self._lost[k][0].id
         self._lost = [(p, f) for p, f in self._lost if p.id != pid]
         return pid
 

@@ -185,6 +185,15 @@ class Subscriber:
             self.proc.wait(5)
 
 
+def wait(cond, timeout=15.0, what="condition"):
+    """Poll ``cond`` until it holds; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.02)
+
+
 def retained(broker, topic: str) -> dict[str, str]:
     """What a client subscribing now gets as retained messages (a fresh mosquitto_sub)."""
     r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", READER,

@@ -24,7 +24,7 @@ from mask_guard.mqtt import MqttPublisher
 from mask_guard.outputs import state_payload
 
 import mqtt_broker as mb
-from mqtt_broker import retained, unique_in_order
+from mqtt_broker import retained, unique_in_order, wait
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "mask-guard/door1"
@@ -55,14 +55,6 @@ def publisher(broker, state=lambda: STATE, interval_s=5.0, **over) -> MqttPublis
     p = MqttPublisher(mqtt_cfg(broker, **over), state, interval_s)
     assert p.start()
     return p
-
-
-def wait(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
 
 
 def events(sub, base=BASE) -> list[dict]:

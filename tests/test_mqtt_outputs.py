@@ -19,7 +19,7 @@ from mask_guard.pipeline import FrameResult
 from mask_guard.votes import Decision, DecisionChange
 
 import mqtt_broker as mb
-from mqtt_broker import retained
+from mqtt_broker import retained, wait
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,6 @@ def broker(tmp_path_factory):
     b = mb.Broker(tmp_path_factory.mktemp("broker")).start()
     yield b
     b.stop()
-
-
-def wait(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
 
 
 def events(sub, base) -> list[dict]:
