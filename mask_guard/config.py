@@ -128,6 +128,9 @@ class TrackerConfig:
     reid_frames: int = _opt(90, "frames a lost person is remembered: a new face where they were lost, at their "
                             "size, is them again (a head turned away ~3 s at 30 fps); one count, one alert. 0: off",
                             min=0, max=10000)
+    end_at_cut: bool = _opt(True, "a cut (most of the picture unlike the previous frame at once: a video edit, "
+                            "the camera knocked or turned) ends every track, so nobody inherits another's "
+                            "votes; people already counted stay counted")
 
 
 @dataclass

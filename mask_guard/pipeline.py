@@ -22,6 +22,7 @@ import numpy as np
 from .boxes import area, iou
 from .clock import VIDEO_S
 from .config import Config, models_dir, resource_path
+from .cuts import CutDetector
 from .detections import LEFT_EYE, NOSE, RIGHT_EYE, Detections, FaceResult, Frame
 from .faces import FaceDetector, as_three_channels
 from .motion import MotionGate
@@ -129,6 +130,7 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     detected: bool = True  # False: the motion gate let the face detector rest (no faces were looked for)
     why: str = "off"  # why it ran: motion, track, idle_check, first, relearn; off: no gate; "": it rested
+    cut: bool = False  # a cut before this frame ended every track (cuts.py)
 
     @property
     def people_in_view(self) -> int:
@@ -147,6 +149,7 @@ class Pipeline:
         self._known: set[int] = set()
         self._last_index: Optional[int] = None
         self.gate = MotionGate(cfg.motion)
+        self.cuts = CutDetector()
         self._last_detect_t: Optional[float] = None  # frame time of the last detection (the gate's max_idle_s)
 
     def eligible(self, face: FaceResult, shape: tuple[int, int]) -> bool:
@@ -202,8 +205,11 @@ class Pipeline:
         # survival and motion mean the same on a slow Pi as here. Capped: a reopened camera restarts.
         period = 1 if self._last_index is None else min(max(frame.index - self._last_index, 1), 30)
         self._last_index = frame.index
+        cut = self.cuts.check(frame.image) and self.cfg.tracker.end_at_cut
+        if cut:
+            self.end_tracks("a cut")
         tracks = self.tracker.update(dets, period=period)
-        result = FrameResult(frame=frame, faces=faces, detected=bool(why), why=why)
+        result = FrameResult(frame=frame, faces=faces, detected=bool(why), why=why, cut=cut)
         for tid in self.tracker.reidentified:  # the same person back (or a look-alike): new evidence may overturn
             self.votes.soften(tid)
         for t in tracks:
@@ -227,6 +233,14 @@ class Pipeline:
         timings["frame_ms"] = timings.get("faces_ms", 0) + timings.get("mouths_ms", 0) + timings["track_ms"] + motion_ms
         result.timings = timings
         return result
+
+    def end_tracks(self, why: str) -> None:
+        """Every person leaves at once (a cut, see cuts.py): counted people stay counted, votes go."""
+        removed = self.tracker.reset()
+        if removed:
+            log.info("%s: %d tracks ended", why, len(removed))
+        self.votes.forget(removed)
+        self._known.difference_update(removed)
 
     def _outer_faces(self, faces: list[FaceResult]) -> list[int]:
         """Indices of the faces that may be people: not mostly inside a larger face box of this frame or of

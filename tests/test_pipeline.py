@@ -82,8 +82,9 @@ def short_chime(path) -> str:
     return str(path)
 
 
-def run(script, tmp_path, reload_at=None, **cfg_sections):
-    """Run the script; ``reload_at=(frame, sections)`` reconfigures the pipeline before that frame (SIGHUP)."""
+def run(script, tmp_path, reload_at=None, picture=None, **cfg_sections):
+    """Run the script; ``reload_at=(frame, sections)`` reconfigures the pipeline before that frame (SIGHUP);
+    ``picture(i)``: what frame i shows (default black: no picture, so never a cut)."""
     alerts_cfg = {"cooldown_s": 2.0, "realert_s": 600.0, "sound": short_chime(tmp_path / "chime.wav")}
     alerts_cfg.update(cfg_sections.pop("alerts", {}))
     # The script's faces have no pixels, so nothing moves for the motion gate (test_motion.py tests it).
@@ -99,7 +100,7 @@ def run(script, tmp_path, reload_at=None, **cfg_sections):
     for i in range(len(script)):
         if reload_at is not None and i == reload_at[0]:
             pipe.reconfigure(config_from_dict({"alerts": alerts_cfg, **cfg_sections, **reload_at[1]}))
-        img = np.zeros((H, W, 3), np.uint8)
+        img = np.zeros((H, W, 3), np.uint8) if picture is None else picture(i).copy()
         img[0, 0, 0], img[0, 0, 1] = i & 0xFF, i >> 8
         clock.t = 1000.0 + i / FPS
         time.sleep(0.005)  # let real playback of the short chime keep pace with the script
@@ -249,3 +250,25 @@ def test_a_face_found_again_after_a_gap_is_re_decided_by_a_few_votes(tmp_path):
     bare = walk(60 + 20, 30, Verdict.NO_MASK, 300, 300, s0=90, s1=90)  # 20 frames unseen: the same track coasts
     alerts, decisions, _, _ = run(script_of(110, masked, bare), tmp_path, alerts={"cooldown_s": 0})
     assert len(alerts) == 1 and alerts[0][0] <= 80 + 8  # not after ~60 votes against a capped tally
+
+
+@pytest.mark.parametrize("end_at_cut,alerted", [(True, 1), (False, 0)])
+def test_after_a_cut_the_face_in_the_same_place_is_a_new_person(tmp_path, end_at_cut, alerted):
+    """A montage: a masked woman in one shot, an unmasked man where she was in the next. Without the cut
+    rule he inherits her 60 "masked" votes and is never alerted."""
+    import cv2
+
+    import appliance_helpers as h
+    import clips
+
+    d = h.need_data()
+    shot1 = cv2.resize(clips.room_photo(), (W, H))
+    shot2 = cv2.resize(cv2.imread(str(d / "scenes/macwin/images/000_1OA3ID.jpg")), (W, H))
+    masked = walk(0, 60, Verdict.MASK, 300, 300, s0=90, s1=90)
+    bare = walk(60, 30, Verdict.NO_MASK, 300, 300, s0=90, s1=90)  # the very next frame, the same box
+    alerts, _, totals, pipe = run(script_of(90, masked, bare), tmp_path, picture=lambda i: shot1 if i < 60 else shot2,
+                                  alerts={"cooldown_s": 0}, tracker={"end_at_cut": end_at_cut})
+    assert len(alerts) == alerted
+    assert pipe.cuts.cuts == 1
+    if end_at_cut:
+        assert totals["people"] == 2 and totals["masked"] == 1 and totals["unmasked"] == 1

@@ -1,0 +1,102 @@
+"""A cut: the picture became another picture from one frame to the next, so no track may continue.
+
+A video edit (a montage, a clip spliced from several shots), or a camera knocked, turned or swapped, puts
+other people where the previous people were. The tracker would hand the old ids to the new faces (same
+place, same size) and with them their ballots: an unmasked man inheriting a masked woman's "masked" is
+never alerted. At a cut every track ends (the pipeline's ``end_tracks``); people already counted stay
+counted, and those in the new picture are new people.
+
+What a cut looks like, and what it does not:
+
+* the **structure** of most of the picture changes at once: a small grayscale copy is cut into
+  ``GRID`` x ``GRID`` cells and each cell is compared with the same cell of the previous frame by
+  normalised cross-correlation (its pattern, whatever its brightness or contrast);
+* a **light change** (lamps, auto exposure, the sun) scales a cell's grey levels: the correlation stays
+  near 1, so it is no cut; a textureless cell (a wall, the sky) says nothing either way and is left out;
+* a **person** walking past, even close to the lens, changes the cells they cover, and they arrive over
+  several frames: a cut also needs the previous pair of frames to have been as alike as frames of one
+  shot are (``STEADY``), so a face filling the view while approaching, or a camera panning, is no cut.
+
+Measured on real photos, not on clips (300 random pairs of unrelated scene photos from ../shared/data,
+and 100 photos each against a changed copy of itself, 4 grey levels of sensor noise on each): unrelated
+pairs score a median cell correlation below ``CUT`` in 98.0% of pairs (above 0.2 in 0.7%); the same photo
+under noise, half or double the light, an exposure curve, a blur or a 6 px pan scores 0.71 or more in
+99% of cases (0.95-1.0 for noise and light alone).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+GRID = 4  # cells per side
+CELL = 12  # pixels per cell side in the copy (the copy is GRID * CELL square: aspect does not matter)
+CUT = 0.1  # median cell correlation below this: the picture is another one (unrelated pictures: ~0)
+STEADY = 0.8  # ... and the previous pair was at least this alike, as frames of one shot are (a cut is
+# sudden; someone walking up to the lens blurs and shifts the picture over several frames, ~0.2-0.6)
+DETAIL = 2.0  # px of the copy: what a blur of this size removes (gradients, shading) is not compared
+FLAT = 1.5  # a cell whose detail varies less than this (std, grey levels) has no pattern to compare
+MIN_CELLS = GRID * GRID // 4  # a frame with fewer patterned cells (dark, blank) is not judged
+
+
+class CutDetector:
+    """One ``check`` per processed frame, in frame order; ``True`` on the first frame after a cut."""
+
+    def __init__(self):
+        self._prev: Optional[np.ndarray] = None
+        self._steady = True  # was the previous pair alike (or is there no pair yet)
+        self.cuts = 0  # cuts seen (status, tests)
+
+    def reset(self) -> None:
+        """Forget the previous frame (a new source): the next frame is compared with nothing."""
+        self._prev, self._steady = None, True
+
+    def check(self, image: np.ndarray) -> bool:
+        cur = _cells(image)
+        if cur is None:
+            return False
+        prev, self._prev = self._prev, cur
+        if prev is None:
+            return False
+        corr = _median_correlation(prev, cur)
+        if corr is None:  # a dark or blank picture (a blackout, lights off): no judgement, and what follows
+            self._steady = False  # it is no sudden change either (the same people may be there)
+            return False
+        cut = corr < CUT and self._steady
+        self._steady = corr >= STEADY
+        if cut:
+            self.cuts += 1
+        return cut
+
+
+def _cells(image) -> Optional[np.ndarray]:
+    """(GRID*GRID, CELL*CELL) float32: the frame's small blurred grayscale copy, cell by cell."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
+            or min(image.shape[:2]) < GRID:
+        return None
+    side = GRID * CELL
+    # Sample 2x the copy's size first (nearest: cheap on 720p), then average down: noise averages away.
+    small = cv2.resize(image, (2 * side, 2 * side), interpolation=cv2.INTER_NEAREST)
+    if small.ndim == 3:
+        small = cv2.cvtColor(np.ascontiguousarray(small[:, :, :3]), cv2.COLOR_BGR2GRAY) \
+            if small.shape[2] >= 3 else small[:, :, 0]
+    small = cv2.resize(small, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # Detail only: unrelated photos share their gradients (sky above, floor below), not their detail.
+    small -= cv2.GaussianBlur(small, (0, 0), DETAIL)
+    return small.reshape(GRID, CELL, GRID, CELL).transpose(0, 2, 1, 3).reshape(GRID * GRID, CELL * CELL)
+
+
+def _median_correlation(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Median normalised cross-correlation of the patterned cells of two copies (None: too few)."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    sa, sb = a.std(axis=1), b.std(axis=1)
+    if int((sa >= FLAT).sum()) < MIN_CELLS or int((sb >= FLAT).sum()) < MIN_CELLS:
+        return None  # one of them is no picture to compare (black, blank, out of focus)
+    patterned = (sa >= FLAT) | (sb >= FLAT)  # a pattern that appeared or vanished counts too
+    den = np.maximum(sa * sb, 1e-6) * a.shape[1]
+    corr = (a * b).sum(axis=1) / den
+    # A cell flat in one frame and patterned in the other has changed (its correlation is noise).
+    corr = np.where((sa < FLAT) ^ (sb < FLAT), 0.0, corr)
+    return float(np.median(corr[patterned]))
