@@ -70,8 +70,9 @@ class CutDetector:
         return cut
 
 
-def _cells(image) -> Optional[np.ndarray]:
-    """(GRID*GRID, CELL*CELL) float32: the frame's small blurred grayscale copy, cell by cell."""
+def _cells(image) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The frame's small grayscale copy, cell by cell: (GRID*GRID, CELL*CELL) rows of zero mean and unit
+    length (so a correlation is one dot product), and each cell's standard deviation."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
             or min(image.shape[:2]) < GRID:
         return None
@@ -84,19 +85,19 @@ def _cells(image) -> Optional[np.ndarray]:
     small = cv2.resize(small, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
     # Detail only: unrelated photos share their gradients (sky above, floor below), not their detail.
     small -= cv2.GaussianBlur(small, (0, 0), DETAIL)
-    return small.reshape(GRID, CELL, GRID, CELL).transpose(0, 2, 1, 3).reshape(GRID * GRID, CELL * CELL)
+    cells = small.reshape(GRID, CELL, GRID, CELL).transpose(0, 2, 1, 3).reshape(GRID * GRID, CELL * CELL)
+    cells -= cells.mean(axis=1, keepdims=True)
+    std = np.sqrt((cells * cells).mean(axis=1))
+    return cells / (np.maximum(std, 1e-6)[:, None] * np.sqrt(CELL * CELL)), std
 
 
-def _median_correlation(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+def _median_correlation(a, b) -> Optional[float]:
     """Median normalised cross-correlation of the patterned cells of two copies (None: too few)."""
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    sa, sb = a.std(axis=1), b.std(axis=1)
-    if int((sa >= FLAT).sum()) < MIN_CELLS or int((sb >= FLAT).sum()) < MIN_CELLS:
+    (na, sa), (nb, sb) = a, b
+    fa, fb = sa < FLAT, sb < FLAT
+    if GRID * GRID - int(fa.sum()) < MIN_CELLS or GRID * GRID - int(fb.sum()) < MIN_CELLS:
         return None  # one of them is no picture to compare (black, blank, out of focus)
-    patterned = (sa >= FLAT) | (sb >= FLAT)  # a pattern that appeared or vanished counts too
-    den = np.maximum(sa * sb, 1e-6) * a.shape[1]
-    corr = (a * b).sum(axis=1) / den
+    corr = (na * nb).sum(axis=1)
     # A cell flat in one frame and patterned in the other has changed (its correlation is noise).
-    corr = np.where((sa < FLAT) ^ (sb < FLAT), 0.0, corr)
-    return float(np.median(corr[patterned]))
+    corr[fa ^ fb] = 0.0
+    return float(np.median(corr[~(fa & fb)]))
