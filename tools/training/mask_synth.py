@@ -33,6 +33,18 @@ FAMILIES = {  # family -> template stems (frontal first); weights say how often 
 RESPIRATOR_COLOURS = [(255, 140, 30), (250, 215, 40), (35, 35, 38), (40, 80, 190), (240, 150, 190), (150, 150, 150),
                       (245, 245, 245)]  # RGB: orange, yellow, black, blue, pink, grey, white
 WORN = (("correct", 0.68), ("below_nose", 0.20), ("chin", 0.12))
+SKIN_SHARE = 0.2  # cloth and surgical masks coloured like the wearer's skin (nude, beige, pale pink)
+PASTEL_SHARE = 0.35  # textured cloth masks whose print is washed out towards white or pink
+
+
+def _skin(image: np.ndarray, eye: np.ndarray, nose: np.ndarray, de: float) -> np.ndarray | None:
+    """The wearer's skin colour (RGB): the median of the cheek band between the eyes and the nose tip."""
+    c = (eye + nose) / 2
+    r = max(1, int(0.25 * de))
+    patch = image[max(0, int(c[1]) - r):int(c[1]) + r, max(0, int(c[0] - de / 2)):int(c[0] + de / 2)]
+    if patch.size == 0:
+        return None
+    return np.median(patch.reshape(-1, patch.shape[-1])[:, :3], axis=0).astype(np.float32)
 
 
 class MaskSynth:
@@ -57,10 +69,17 @@ class MaskSynth:
         pool = [s for s in stems if s.endswith(side)] if side else [s for s in stems if not s.endswith(("left", "right"))]
         return self.templates[str(rng.choice(pool or stems))].copy()
 
-    def _colour(self, rng, rgba: np.ndarray, family: str) -> np.ndarray:
+    def _colour(self, rng, rgba: np.ndarray, family: str, skin: np.ndarray | None = None) -> np.ndarray:
         rgb = rgba[..., :3].astype(np.float32)
         lum = rgb.mean(axis=2, keepdims=True) / max(float(rgb.mean()), 1.0)  # the template's own shading
-        if family in ("kn95", "n95") and rng.random() < 0.55:
+        if family in ("cloth", "surgical") and skin is not None and rng.random() < SKIN_SHARE:
+            # Nude, beige, peach and pale pink masks: close to the wearer's own skin, which the mouth
+            # detector must not read as a bare chin (seen on real dev photos: floral pink cloth, pink surgical).
+            col = np.clip(skin * rng.uniform(0.95, 1.35) + rng.uniform(-12, 28, 3) * np.array([1.0, 0.3, 0.6]), 0, 255)
+            rgb = np.clip(lum * col, 0, 255)
+            if family == "cloth" and self.textures and rng.random() < 0.5:  # a faint print on it
+                rgb = np.clip(rgb * (0.8 + 0.2 * self._texture(rng, rgb.shape[:2]) / 255.0), 0, 255)
+        elif family in ("kn95", "n95") and rng.random() < 0.55:
             col = np.array(RESPIRATOR_COLOURS[rng.integers(len(RESPIRATOR_COLOURS))], np.float32)
             rgb = np.clip(lum * col * rng.uniform(0.85, 1.05), 0, 255)
         elif family == "surgical" and rng.random() < 0.5:
@@ -71,12 +90,9 @@ class MaskSynth:
             if rng.random() < 0.2:  # black surgical masks are common
                 rgb = lum * rng.uniform(25, 60)
         elif family == "cloth" and self.textures and rng.random() < 0.8:
-            tex = self.textures[rng.integers(len(self.textures))]
-            h, w = rgb.shape[:2]
-            k = rng.uniform(0.4, 1.2) * max(h, w) / max(tex.shape[:2])
-            tex = cv2.resize(tex, None, fx=max(k, 0.05), fy=max(k, 0.05))
-            reps = (int(np.ceil(h / tex.shape[0])) + 1, int(np.ceil(w / tex.shape[1])) + 1, 1)
-            tex = np.tile(tex, reps)[:h, :w].astype(np.float32)
+            tex = self._texture(rng, rgb.shape[:2])
+            if rng.random() < PASTEL_SHARE:  # washed-out prints (pastel florals) are common and low-contrast
+                tex = tex * (1 - (a := rng.uniform(0.3, 0.7))) + a * np.array([255.0, rng.uniform(215, 255), 235.0])
             rgb = np.clip(tex * np.clip(lum, 0.5, 1.3), 0, 255)
         elif family == "cloth" and rng.random() < 0.7:
             rgb = np.clip(lum * rng.uniform(20, 250, 3), 0, 255)
@@ -85,6 +101,15 @@ class MaskSynth:
         if family == "n95" and rng.random() < 0.45:
             self._valve(rng, out)
         return out
+
+    def _texture(self, rng, shape: tuple[int, int]) -> np.ndarray:
+        """A random fabric texture, scaled and tiled to ``shape`` (float32 RGB)."""
+        tex = self.textures[rng.integers(len(self.textures))]
+        h, w = shape
+        k = rng.uniform(0.4, 1.2) * max(h, w) / max(tex.shape[:2])
+        tex = cv2.resize(tex, None, fx=max(k, 0.05), fy=max(k, 0.05))
+        reps = (int(np.ceil(h / tex.shape[0])) + 1, int(np.ceil(w / tex.shape[1])) + 1, 1)
+        return np.tile(tex, reps)[:h, :w].astype(np.float32)
 
     @staticmethod
     def _valve(rng, rgba: np.ndarray) -> None:
@@ -135,7 +160,11 @@ class MaskSynth:
         centre = eye + float((mc - eye) @ r) * r + yaw * 0.25 * de * r
         tl, tr, bl = (centre - width / 2 * r + top * u, centre + width / 2 * r + top * u,
                       centre - width / 2 * r + bot * u)
-        tpl = self._colour(rng, self._pick(rng, family, yaw), family)
+        # lighting: the mask takes the face's brightness and a soft left-right gradient
+        face = image[max(0, int(eye[1] - de)):int(mc[1] + de), max(0, int(eye[0] - de)):int(eye[0] + de)]
+        bright = float(np.clip((face.mean() if face.size else 128.0) / 140.0, 0.3, 1.15)) * rng.uniform(0.85, 1.1)
+        skin = _skin(image, eye, nose, de)
+        tpl = self._colour(rng, self._pick(rng, family, yaw), family, None if skin is None else skin / bright)
         th, tw = tpl.shape[:2]
         m = cv2.getAffineTransform(np.float32([[0, 0], [tw, 0], [0, th]]), np.float32([tl, tr, bl]))
         h, w = image.shape[:2]
@@ -148,9 +177,6 @@ class MaskSynth:
         if len(xs) == 0:  # a mask too small to survive the feathering
             return None
         box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-        # lighting: the mask takes the face's brightness and a soft left-right gradient
-        face = image[max(0, int(eye[1] - de)):int(mc[1] + de), max(0, int(eye[0] - de)):int(eye[0] + de)]
-        bright = float(np.clip((face.mean() if face.size else 128.0) / 140.0, 0.3, 1.15)) * rng.uniform(0.85, 1.1)
         grad = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.8, 1.0), w, dtype=np.float32)[None, :, None]
         mask_rgb = warped[..., :3].astype(np.float32) * bright * grad
         out = image.astype(np.float32) * (1 - alpha) + mask_rgb * alpha
