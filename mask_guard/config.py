@@ -83,9 +83,9 @@ class FacesConfig:
                             item=float, min=0.0, max=1.0)
     scale_factor: float = _opt(0.709, "image pyramid scale step", min=0.3, max=0.95)
     num_threads: int = _opt(2, "TFLite threads for MTCNN", min=1, max=16)
-    # The package's R-/O-Net drop ~1 in 5 masked faces; the fine-tune finds them but loses unmasked ones, so stock
-    # stays the default (models/MTCNN_MODEL_CARD.md).
-    weights: str = _opt("stock", "MTCNN nets: masks (R-/O-Net fine-tuned on masked faces, models/mtcnn_masks_*) "
+    # The package's R-/O-Net drop ~1 in 5 masked faces; the fine-tune (distilled from stock) finds most of them with
+    # as many unmasked faces and fewer false ones on the dev parts, so it is the default (models/MTCNN_MODEL_CARD.md).
+    weights: str = _opt("masks", "MTCNN nets: masks (R-/O-Net fine-tuned on masked faces, models/mtcnn_masks_*) "
                         "or stock (the mtcnn package's)", choices=["stock", "masks"])
 
 
@@ -94,11 +94,11 @@ class MouthsConfig:
     # mouth_on, mouth_off and mask_on: chosen on the scene sets' dev parts by tools/training/calibrate_mouth.py's
     # written rules (never on test parts); nose_on from the validation split
     model: str = _opt("mouth_nose.tflite", "mouth/nose/mask detector (.tflite); a bare name is looked up in models/")
-    mouth_on: float = _opt(0.475, "mouth score >= this: mouth visible (no_mask); see tools/training/calibrate_mouth.py",
+    mouth_on: float = _opt(0.35, "mouth score >= this: mouth visible (no_mask); see tools/training/calibrate_mouth.py",
                            min=0.0, max=1.0)
-    mouth_off: float = _opt(0.425, "mouth score < this: mouth covered", min=0.0, max=1.0)
+    mouth_off: float = _opt(0.3, "mouth score < this: mouth covered", min=0.0, max=1.0)
     nose_on: float = _opt(0.675, "nose score >= this (mouth covered): mask_below_nose", min=0.0, max=1.0)
-    mask_on: float = _opt(0.25, "mask score >= this (mouth below mouth_off): a mask is seen; neither a mouth nor a "
+    mask_on: float = _opt(0.5, "mask score >= this (mouth below mouth_off): a mask is seen; neither a mouth nor a "
                           "mask seen is unsure and never votes", min=0.0, max=1.0)
     num_threads: int = _opt(1, "TFLite threads for the mouth model", min=1, max=16)
     flip_tta: str = _opt("mean", "also score each face crop mirrored (same batch, ~0.6 ms more per face) and "

@@ -1,7 +1,8 @@
 """MTCNN face detector on TFLite: the ``mtcnn`` package's cascade in numpy + OpenCV, no TensorFlow.
 
-The nets are the package's own weights (exported by tools/training/export_mtcnn.py); the algorithm mirrors
-mtcnn 1.0.0 step by step so results match it (tests/test_faces.py checks that on real photos):
+The nets are the package's own weights (exported by tools/training/export_mtcnn.py; ``faces.weights: stock``,
+the default ``masks`` swaps in R-/O-Net fine-tuned on masked faces); the algorithm mirrors mtcnn 1.0.0 step by
+step so results match it (tests/test_faces.py checks that on real photos with the stock nets):
 
 * input normalized to ``(rgb - 127.5) / 128`` *before* resizing; pyramid levels resized with
   area averaging (OpenCV INTER_AREA == TF ``resize(method="area")``), sizes truncated to int;

@@ -281,8 +281,9 @@ def test_faces_module_does_not_import_tensorflow():
 
 # --- the fine-tuned "masks" nets (models/mtcnn_masks_*.tflite, models/MTCNN_MODEL_CARD.md) -------------------
 
-def _masked_test_scenes(per_set: int = 10) -> list[tuple[Path, list]]:
-    """Test-part scene images (tools/splits.py) with a masked face >= 40 px: the first ``per_set`` of each set."""
+def _masked_test_scenes(per_set: int = 10, masked_only: bool = True) -> list[tuple[Path, list]]:
+    """Test-part scene images (tools/splits.py) with a masked face >= 40 px (``masked_only``; else every one):
+    the first ``per_set`` of each set."""
     import splits  # tools/ is on sys.path (appliance_helpers)
     from evaluate import read_voc
 
@@ -293,8 +294,11 @@ def _masked_test_scenes(per_set: int = 10) -> list[tuple[Path, list]]:
         if part != "test" or len(by_set.setdefault(s, [])) >= per_set:
             continue
         img = DATA / rel
-        faces = read_voc(img.parent.parent / "annotations" / f"{img.stem}.xml")
-        if any(c == "with_mask" and b[2] - b[0] >= 40 for c, b in faces):
+        xml = img.parent.parent / "annotations" / f"{img.stem}.xml"
+        if not xml.exists():  # an image nobody annotated is not scored (as in tools/evaluate.py)
+            continue
+        faces = read_voc(xml)
+        if not masked_only or any(c == "with_mask" and b[2] - b[0] >= 40 for c, b in faces):
             by_set[s].append((img, faces))
     return [x for v in by_set.values() for x in v]
 
@@ -329,8 +333,8 @@ def test_masks_weights_load_run_and_keep_the_landmark_order():
 
 
 def test_masks_weights_find_more_masked_faces_than_stock_on_test_part_scenes():
-    """The fine-tune's point, measured on real held-out photos. Its cost (fewer unmasked faces found, the
-    reason stock stays the default) is measured in models/MTCNN_MODEL_CARD.md, not pinned here."""
+    """The fine-tune's point, measured on real held-out photos. Unmasked recall (at stock's on the dev parts,
+    why it is the default) and false faces over whole parts are in models/MTCNN_MODEL_CARD.md."""
     scenes = _masked_test_scenes()
     assert len(scenes) >= 20
     stock, stock_extra = _found_and_extra(FaceDetector(_stock(), MODELS), scenes)
@@ -338,4 +342,16 @@ def test_masks_weights_find_more_masked_faces_than_stock_on_test_part_scenes():
     print(f"{len(scenes)} test images, faces >= 40 px found: stock {stock} ({stock_extra} unmatched), "
           f"masks {masks} ({masks_extra} unmatched)")
     assert masks["with_mask"] > stock["with_mask"]
+    assert masks["without_mask"] >= stock["without_mask"] - 1  # one face of these photos, no more
+
+
+@pytest.mark.slow
+def test_masks_weights_add_no_false_faces_over_whole_test_parts():
+    """The issue's rule for false faces is per part, not per handful of photos (where a face nobody annotated
+    decides): over every scene set's whole test part the fine-tune has no more unmatched detections."""
+    scenes = _masked_test_scenes(per_set=10_000, masked_only=False)
+    assert len(scenes) >= 300
+    _, stock_extra = _found_and_extra(FaceDetector(_stock(), MODELS), scenes)
+    _, masks_extra = _found_and_extra(FaceDetector(FacesConfig(weights="masks"), MODELS), scenes)
+    print(f"{len(scenes)} test images: unmatched detections stock {stock_extra}, masks {masks_extra}")
     assert masks_extra <= stock_extra

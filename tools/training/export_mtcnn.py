@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "models", help="output folder (default: models/)")
     ap.add_argument("--weights", default="stock", choices=["stock", "masks"])
     ap.add_argument("--from", dest="src", type=Path, default=CACHE, help="folder with <net>_weights.npz (masks)")
+    ap.add_argument("--tag", default="", help="masks: read <net>_weights<TAG>.npz (mtcnn_train.py --tag)")
     ap.add_argument("--nets", nargs="+", choices=list(NETS), help="only these nets")
     ap.add_argument("--dev-threshold", nargs="+", default=[], metavar="NET=T",
                     help="masks: threshold chosen on the dev parts, baked in as a bias shift (see above)")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights == "stock":
             net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
         else:
-            net, path = keras_net(name, args.src / f"{name}_weights.npz"), args.out / f"mtcnn_masks_{name}.tflite"
+            net, path = keras_net(name, args.src / f"{name}_weights{args.tag}.npz"), args.out / f"mtcnn_masks_{name}.tflite"
             dev = dict(kv.split("=") for kv in args.dev_threshold)
             if name in dev:
                 shift_face_logit(net, name, float(dev[name]))

@@ -9,7 +9,13 @@ Per net (P-Net 12 px, R-Net 24 px, O-Net 48 px crops, cut exactly like the runti
 * partial-face negatives: small boxes on the lower half of a face (a mask alone is not a face), IoU < 0.3;
 * random background patches (IoU < 0.3 with every face) from the same scenes;
 * UTKFace faces (found by the stock cascade, score > 0.95) with a synthetic mask (mtcnn_synth.py), some
-  worn below the nose, and some left unmasked; their partial-face negatives too.
+  worn below the nose, and some left unmasked; their partial-face negatives too;
+* masks off a face (``--loose`` per image): a mask template pasted on the scene's background or beside a
+  face (as if held in a hand), no face behind it; boxes around the mask alone and face-like boxes with the
+  mask in their lower half, all negative (the first fine-tune took a hand-held KF94 for a face).
+
+Every crop also gets a ``kind`` (KINDS below: what it shows), so training can balance masked and unmasked
+positives and distil the stock net only where it must not change (real unmasked faces, plain negatives).
 
 Box targets: annotated boxes are drawn in another style than MTCNN's (more forehead, ...); to keep the
 boxes (and so the mouth crop) as the stock nets draw them, targets are the annotated box mapped by the
@@ -39,6 +45,9 @@ from mask_guard.boxes import iou  # noqa: E402
 
 SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 POS, PART, NEG = 0.65, 0.4, 0.3
+# kind of a crop: positives / part faces take their face's class; synthetic masks apart; negative sources
+KINDS = {"with_mask": 0, "without_mask": 1, "with_incorrect_mask": 2, "synthetic_mask": 3, "negative": 4,
+         "loose_mask": 5, "lower_face": 6}
 
 
 def norm(img: np.ndarray) -> np.ndarray:
@@ -54,12 +63,13 @@ class Sink:
 
     def __init__(self, size: int):
         self.size = size
-        self.x, self.cls, self.off, self.src, self.lm_src = [], [], [], [], []
+        self.x, self.cls, self.off, self.src, self.lm_src, self.kind = [], [], [], [], [], []
 
     def add(self, nimg: np.ndarray, boxes: np.ndarray, cls: np.ndarray, targets: np.ndarray, src: int,
-            teacher_img: np.ndarray | None = None) -> None:
+            teacher_img: np.ndarray | None = None, kind=KINDS["negative"]) -> None:
         if not len(boxes):
             return
+        self.kind.append(np.broadcast_to(np.asarray(kind, np.int8), (len(boxes),)).copy())
         boxes = boxes.astype(np.float64)
         self.x.append(to_u8(crop_and_resize(nimg, boxes, self.size)))
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
@@ -72,8 +82,9 @@ class Sink:
         self.lm_src.append(to_u8(crop_and_resize(teacher_img, boxes, 48)) if teacher_img is not None
                            else None)
 
-    def label(self, nimg, boxes, faces, targets, src, teacher_img=None, keep_neg=True):
-        """Label ``boxes`` by IoU with ``faces`` (x1y1x2y2), regress towards ``targets`` (same rows)."""
+    def label(self, nimg, boxes, faces, targets, src, teacher_img=None, keep_neg=True, face_kinds=None):
+        """Label ``boxes`` by IoU with ``faces`` (x1y1x2y2), regress towards ``targets`` (same rows);
+        ``face_kinds`` (KINDS per face) gives positives and part faces their kind."""
         if not len(boxes):
             return
         if len(faces):
@@ -81,16 +92,19 @@ class Sink:
             best = m.argmax(1)
             top = m.max(1)
             tgt = targets[best]
+            fk = np.asarray(face_kinds if face_kinds is not None else [KINDS["without_mask"]] * len(faces))[best]
         else:
             top = np.zeros(len(boxes))
             tgt = boxes.copy()
+            fk = np.zeros(len(boxes), int)
         cls = np.full(len(boxes), -2)
         cls[top > POS] = 1
         cls[(top >= PART) & (top <= POS)] = -1
         if keep_neg:
             cls[top < NEG] = 0
         ok = cls > -2
-        self.add(nimg, boxes[ok], cls[ok], tgt[ok], src, teacher_img)
+        kind = np.where(cls != 0, fk, KINDS["negative"])
+        self.add(nimg, boxes[ok], cls[ok], tgt[ok], src, teacher_img, kind[ok])
 
 
 def jitter(face: np.ndarray, rng, n: int, spread: float, lo: float, hi: float) -> np.ndarray:
@@ -161,10 +175,12 @@ def mine(net: str, args) -> dict:
     style = box_style(pairs)
     print(f"cascade on {len(images)} train images: {time.time() - t0:.0f} s; box style {np.round(style, 3)} "
           f"from {len(pairs)} faces", flush=True)
+    templates, tex = mtcnn_synth.load_templates(), mtcnn_synth.textures()
     for (s, path, gt), tr in zip(images, traces):
         img = rgb(path)
         nimg = norm(img)
         faces = np.array([b for _, b in gt], np.float64).reshape(-1, 4)
+        fk = [KINDS.get(c, KINDS["with_mask"]) for c, _ in gt]
         tg = styled(faces, style) if len(faces) else faces
         cand = tr["pnet"][:, :4] if net in ("pnet", "rnet") else bx.square(tr["rnet"][:, :4].copy())
         if len(cand):  # cascade candidates: all pos/part, hard negatives capped (best-scored first)
@@ -174,22 +190,52 @@ def mine(net: str, args) -> dict:
                 top = np.zeros(len(cand))
             negs = np.nonzero(top < NEG)[0][:args.neg_per_image]
             keep = np.concatenate([np.nonzero(top >= PART)[0], negs])
-            sink.label(nimg, cand[keep], faces, tg, src=0)
+            sink.label(nimg, cand[keep], faces, tg, src=0, face_kinds=fk)
         big = faces[(faces[:, 2] - faces[:, 0]) >= 12] if len(faces) else faces
         for f in big:
-            sink.label(nimg, jitter(f, rng, 4, 0.1, 0.85, 1.15), faces, tg, src=1)
-            sink.label(nimg, jitter(f, rng, 3, 0.35, 0.7, 1.4), faces, tg, src=1)
+            sink.label(nimg, jitter(f, rng, 4, 0.1, 0.85, 1.15), faces, tg, src=1, face_kinds=fk)
+            sink.label(nimg, jitter(f, rng, 3, 0.35, 0.7, 1.4), faces, tg, src=1, face_kinds=fk)
             if f[2] - f[0] >= 24:
                 lb = lower_half_boxes(f, rng, 1)
                 if not len(faces) or iou(lb, faces).max() < NEG:
-                    sink.add(nimg, lb, np.zeros(1), lb, src=2)
+                    sink.add(nimg, lb, np.zeros(1), lb, src=2, kind=KINDS["lower_face"])
         bg = background(img.shape, rng, 6, 12)
         if len(faces):
             bg = bg[iou(bg, faces).max(1) < NEG]
         sink.add(nimg, bg, np.zeros(len(bg)), bg, src=3)
+        loose_masks(sink, img, faces, rng, args.loose, templates, tex)
     print(f"scene crops: {sum(len(c) for c in sink.cls)} ({time.time() - t0:.0f} s)", flush=True)
     utk_faces(sink, det, rng, args)
-    return finish(sink, net, style, time.time() - t0)
+    return finish(sink, net, style, time.time() - t0, args.out_suffix)
+
+
+def loose_masks(sink: Sink, img: np.ndarray, faces: np.ndarray, rng, n: int, templates, tex) -> None:
+    """``n`` masks pasted beside a face (held in a hand) or on the background, no face behind: negatives."""
+    h, w = img.shape[:2]
+    for _ in range(n):
+        big = faces[(faces[:, 2] - faces[:, 0]) >= 20] if len(faces) else faces
+        if len(big) and rng.random() < 0.7:  # beside a face, about where a hand holds it up
+            f = big[int(rng.integers(len(big)))]
+            fw = f[2] - f[0]
+            mw = fw * rng.uniform(0.7, 1.1)
+            cx = (f[0] + f[2]) / 2 + rng.choice([-1, 1]) * fw * rng.uniform(0.9, 1.6)
+            cy = (f[1] + f[3]) / 2 + fw * rng.uniform(-0.3, 0.6)
+        else:
+            mw = rng.uniform(16, max(17, min(h, w) / 4))
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        shown, mb = mtcnn_synth.loose_mask(img, np.array([cx, cy]), mw, templates, tex, rng)
+        mbw, mbh = mb[2] - mb[0], mb[3] - mb[1]
+        if min(mbw, mbh) < 8 or (len(faces) and iou(mb[None], faces).max() > 0.05):
+            continue  # off the image, or it would cover a face
+        mc = np.array([(mb[0] + mb[2]) / 2, (mb[1] + mb[3]) / 2])
+        tight = jitter(np.array([*(mc - max(mbw, mbh) / 2), *(mc + max(mbw, mbh) / 2)]), rng, 2, 0.1, 0.9, 1.4)
+        s = mbw * rng.uniform(1.1, 1.6, 2)  # face-like: the mask in the lower part, "forehead" above it
+        x1 = mc[0] - s / 2 + rng.uniform(-0.1, 0.1, 2) * s
+        y1 = mb[1] - s * rng.uniform(0.3, 0.55, 2)
+        boxes = np.vstack([tight, np.stack([x1, y1, x1 + s, y1 + s], 1)])
+        if len(faces):
+            boxes = boxes[iou(boxes, faces).max(1) < NEG]
+        sink.add(norm(shown), boxes, np.zeros(len(boxes)), boxes, src=6, kind=KINDS["loose_mask"])
 
 
 def utk_faces(sink: Sink, det, rng, args) -> None:
@@ -205,26 +251,29 @@ def utk_faces(sink: Sink, det, rng, args) -> None:
         if len(d) != 1 or d.scores[0] < 0.95:
             continue
         box, lm = d.boxes[0].astype(np.float64), d.landmarks[0]
-        if rng.random() < 0.75:
+        masked = rng.random() < args.utk_masked
+        if masked:
             shown = mtcnn_synth.put_mask(img, lm, templates, tex, rng, below_nose=rng.random() < 0.25)
         else:
             shown = img
         nshown, nteach = norm(shown), norm(img)
         f = box[None]
-        sink.label(nshown, jitter(box, rng, 3, 0.1, 0.85, 1.15), f, f, src=4, teacher_img=nteach)
-        sink.label(nshown, jitter(box, rng, 2, 0.35, 0.7, 1.4), f, f, src=4, teacher_img=nteach)
+        fk = [KINDS["synthetic_mask" if masked else "without_mask"]]
+        sink.label(nshown, jitter(box, rng, 3, 0.1, 0.85, 1.15), f, f, src=4, teacher_img=nteach, face_kinds=fk)
+        sink.label(nshown, jitter(box, rng, 2, 0.35, 0.7, 1.4), f, f, src=4, teacher_img=nteach, face_kinds=fk)
         lb = lower_half_boxes(box, rng, 1)
         if iou(lb, f).max() < NEG:
-            sink.add(nshown, lb, np.zeros(1), lb, src=5)
+            sink.add(nshown, lb, np.zeros(1), lb, src=5, kind=KINDS["lower_face"])
         used += 1
     print(f"utkface: {used} faces used of {len(files)}", flush=True)
 
 
-def finish(sink: Sink, net: str, style: np.ndarray, secs: float) -> dict:
+def finish(sink: Sink, net: str, style: np.ndarray, secs: float, suffix: str = "") -> dict:
     x = np.concatenate(sink.x)
     cls = np.concatenate(sink.cls)
     off = np.concatenate(sink.off)
     src = np.concatenate(sink.src)
+    kind = np.concatenate(sink.kind)
     lm = np.zeros((len(x), 10), np.float32)
     lm_w = np.zeros(len(x), np.float32)
     if net == "onet":  # distilled landmarks: the stock O-Net on the (unmasked, where known) crop
@@ -236,13 +285,15 @@ def finish(sink: Sink, net: str, style: np.ndarray, secs: float) -> dict:
             (out,) = teacher.run_batched(norm(crops[a:a + 128]), 10)
             lm[a:a + 128] = out
         lm_w[cls != 0] = 1.0
-    out = CACHE / f"{net}_data.npz"
+    out = CACHE / f"{net}_data{suffix}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, x=x, cls=cls, off=off, lm=lm, lm_w=lm_w, src=src)
+    np.savez(out, x=x, cls=cls, off=off, lm=lm, lm_w=lm_w, src=src, kind=kind)
     summary = {"net": net, "crops": len(x), "pos": int((cls == 1).sum()), "part": int((cls == -1).sum()),
                "neg": int((cls == 0).sum()), "by_source": {int(k): int((src == k).sum()) for k in np.unique(src)},
+               "positives_by_kind": {n: int(((cls == 1) & (kind == k)).sum()) for n, k in KINDS.items()},
+               "negatives_by_kind": {n: int(((cls == 0) & (kind == k)).sum()) for n, k in KINDS.items()},
                "box_style": style.tolist(), "seconds": round(secs)}
-    (CACHE / f"{net}_data.json").write_text(json.dumps(summary, indent=1))
+    (CACHE / f"{net}_data{suffix}.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     return summary
 
@@ -253,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-dir", type=Path, default=MODELS)
     ap.add_argument("--neg-per-image", type=int, default=40)
     ap.add_argument("--utk", type=int, default=2000, help="UTKFace faces to use (0: none)")
+    ap.add_argument("--utk-masked", type=float, default=0.75, help="share of UTKFace faces given a synthetic mask")
+    ap.add_argument("--loose", type=int, default=2, help="masks off a face pasted per scene image (negatives)")
+    ap.add_argument("--out-suffix", default="", help="write <net>_data<suffix>.npz (keep the old data)")
     ap.add_argument("--limit", type=int, default=0, help="first N train images only (a quick try)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -75,3 +75,29 @@ def put_mask(rgb: np.ndarray, lm: np.ndarray, templates: dict, tex: list, rng: n
     out = rgb.astype(np.float32) * (1 - a) + np.clip(warped[:, :, :3], 0, 255) * a
     return np.clip(out, 0, 255).astype(np.uint8)
 
+
+
+def loose_mask(rgb: np.ndarray, centre: np.ndarray, width: float, templates: dict, tex: list,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` with a mask template pasted at ``centre``, ``width`` px wide, tilted up to 35 degrees, no face
+    behind it (a mask held in a hand, lying about): returns (image, the mask's box x1y1x2y2)."""
+    views = [v for v in ("frontal", "left", "right") if templates[v]]
+    pool = templates[views[int(rng.integers(len(views)))]]
+    t = pool[int(rng.integers(len(pool)))].copy()
+    if tex and rng.random() < 0.3:
+        tx = cv2.resize(tex[int(rng.integers(len(tex)))], (t.shape[1], t.shape[0]))
+        t[:, :, :3] = tx * (0.4 + 0.6 * t[:, :, :3].mean(2, keepdims=True) / 255)
+    t[:, :, :3] *= rng.uniform(0.6, 1.15)
+    h, w = t.shape[:2]
+    s = width / w
+    aspect = rng.uniform(0.8, 1.25)  # seen a little from above / below / folded
+    a = np.deg2rad(rng.uniform(-35, 35))
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    lin = rot @ np.diag([s, s * aspect])
+    m = np.hstack([lin, (np.asarray(centre, np.float64) - lin @ np.array([w / 2, h / 2]))[:, None]])
+    warped = cv2.warpAffine(t, m, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha = warped[:, :, 3:4] / 255.0
+    out = rgb.astype(np.float32) * (1 - alpha) + np.clip(warped[:, :, :3], 0, 255) * alpha
+    ys, xs = np.nonzero(alpha[:, :, 0] > 0.5)
+    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64) if len(xs) else np.zeros(4)
+    return np.clip(out, 0, 255).astype(np.uint8), box

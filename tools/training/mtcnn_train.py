@@ -10,6 +10,16 @@ classic MTCNN multi-task loss:
 * O-Net landmarks (MSE) on positives and part faces, weight 1.0, against the stock O-Net's own landmarks
   (distillation; for synthetic masks, its landmarks on the same face unmasked), so they stay as good.
 
+Second fine-tune (``--data _v2 --distill 1``): the mined crops carry a ``kind`` (mtcnn_mine.KINDS), and
+
+* ``--balance-kinds``: the positives' half of the loss is split evenly between real unmasked faces and
+  masked ones (real or synthetic), whatever their counts;
+* ``--distill W``: the stock net (the package's weights, on the same augmented batch) is a teacher where
+  it must stay right: on real unmasked faces (positives it scores > 0.5, and part faces) and plain negatives
+  (background, cascade negatives, lower-face boxes it scores < 0.5) a cross-entropy towards its face
+  probability, and on those faces an MSE towards its box, both weighted W. Masked faces, and masks off a
+  face, learn from the labels alone.
+
 Augmentation: mirror (offsets and landmarks mirrored, left/right points swapped), brightness/contrast.
 One TensorFlow thread; stops after --minutes. Weights go to .cache/mtcnn/<net>_weights.npz (the last
 epoch), for tools/training/export_mtcnn.py --weights masks.
@@ -52,6 +62,43 @@ def augment(x, off, lm, rng):
     return ((x - 127.5) / 128.0).astype(np.float32), off.astype(np.float32), lm.astype(np.float32)
 
 
+def onet_features(net, xs: np.ndarray) -> np.ndarray:
+    """O-Net's 256-d features (after prelu5), which its three heads read; the package's call() order."""
+    h = xs
+    for layer in (net.conv1, net.prelu1, net.maxpool1, net.conv2, net.prelu2, net.maxpool2, net.conv3, net.prelu3,
+                  net.maxpool3, net.conv4, net.prelu4, net.permute, net.flatten, net.fc5, net.prelu5):
+        h = layer(h)
+    return h.numpy().astype(np.float64)
+
+
+def refit_landmarks(net, x: np.ndarray, lm: np.ndarray, lm_w: np.ndarray, ridge: float = 1.0) -> None:
+    """Least-squares re-fit of O-Net's landmark layer (fc6-2, 256 -> 10) on its own features, towards the
+    distilled landmark targets of the weighted (positive / part face) crops, mirrored copies included.
+
+    Why: fine-tuning the shared layers for masked faces moved the landmarks away from the stock ones
+    (udacity68 error 8.2% -> 9.9%) while the landmark loss barely moved with training; the face score and
+    box layers read the same features but are not touched, so the cascade's detections stay exactly the same.
+    """
+    sel = np.nonzero(lm_w > 0)[0]
+    feats, tgts = [], []
+    for a in range(0, len(sel), 512):
+        idx = sel[a:a + 512]
+        xb = (x[idx].astype(np.float32) - 127.5) / 128.0
+        t = lm[idx].astype(np.float64)
+        tm = t.copy()
+        tm[:, :5] = 1.0 - t[:, :5][:, MIRROR_LM]
+        tm[:, 5:] = t[:, 5:][:, MIRROR_LM]
+        feats += [onet_features(net, xb), onet_features(net, np.ascontiguousarray(xb[:, :, ::-1]))]
+        tgts += [t, tm]
+    f = np.concatenate(feats)
+    f = np.hstack([f, np.ones((len(f), 1))])
+    t = np.concatenate(tgts)
+    reg = ridge * np.eye(f.shape[1])
+    reg[-1, -1] = 0.0  # no penalty on the bias
+    w = np.linalg.solve(f.T @ f + reg, f.T @ t)
+    net.fc6_2.set_weights([w[:-1].astype(np.float32), w[-1].astype(np.float32)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", required=True, choices=["rnet", "onet"])
@@ -62,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ohem", action="store_true", help="hard example mining instead of the balanced loss")
     ap.add_argument("--init", type=Path, help="start from these weights (.npz) instead of the package's")
+    ap.add_argument("--data", default="", help="read <net>_data<DATA>.npz (e.g. _v2)")
+    ap.add_argument("--tag", default="", help="write <net>_weights<TAG>.npz")
+    ap.add_argument("--distill", type=float, default=0.0, help="weight of the stock-teacher loss (see above)")
+    ap.add_argument("--refit-landmarks", action="store_true",
+                    help="O-Net: only re-fit the landmark layer of --init (ridge regression, see refit_landmarks)")
+    ap.add_argument("--w-lm", type=float, default=W_LM, help="weight of the landmark loss (O-Net)")
+    ap.add_argument("--balance-kinds", action="store_true", help="unmasked and masked positives weigh the same")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -71,17 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     tf.random.set_seed(args.seed)
     from export_mtcnn import keras_net
 
-    d = np.load(CACHE / f"{args.net}_data.npz")
+    d = np.load(CACHE / f"{args.net}_data{args.data}.npz")
     x, cls, off, lm, lm_w = d["x"], d["cls"].astype(np.int32), d["off"], d["lm"], d["lm_w"]
+    from mtcnn_mine import KINDS
+    kind = d["kind"].astype(np.int32) if "kind" in d.files else np.full(len(x), -1, np.int32)
+    # group: 1 real unmasked face (pos/part), 2 masked face (real/synthetic, any wearing), 3 plain negative
+    # (teacher anchors: 1 and 3), 0 the rest (masks off a face)
+    group = np.zeros(len(x), np.int32)
+    group[(cls != 0) & (kind == KINDS["without_mask"])] = 1
+    group[(cls != 0) & np.isin(kind, [KINDS["with_mask"], KINDS["with_incorrect_mask"], KINDS["synthetic_mask"]])] = 2
+    group[(cls == 0) & np.isin(kind, [KINDS["negative"], KINDS["lower_face"]])] = 3
+    print("positives by group (unmasked / masked / unknown):", int(((cls == 1) & (group == 1)).sum()),
+          int(((cls == 1) & (group == 2)).sum()), int(((cls == 1) & (group == 0)).sum()), flush=True)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(x))
     n_val = max(1, len(x) // 20)
     val, tr = order[:n_val], order[n_val:]
     net = keras_net(args.net, args.init)
+    teacher = keras_net(args.net) if args.distill > 0 else None
     opt = tf.keras.optimizers.Adam(args.lr)
     onet = args.net == "onet"
 
-    def losses(xb, cb, ob, lb, wb, training):
+    def mean_over(v, m):
+        return tf.reduce_sum(v * m) / tf.maximum(tf.reduce_sum(m), 1)
+
+    def losses(xb, cb, ob, lb, wb, gb, training):
         outs = net(xb, training=training)
         reg, prob = outs[0], outs[-1]
         y = tf.cast(tf.maximum(cb, 0), tf.int32)
@@ -90,45 +158,71 @@ def main(argv: list[str] | None = None) -> int:
         if args.ohem:
             k = tf.maximum(tf.cast(tf.reduce_sum(pos + neg) * 0.7, tf.int32), 1)
             l_cls = tf.reduce_mean(tf.math.top_k(ce * (pos + neg), k).values)
+        elif args.balance_kinds:
+            unm, msk = pos * tf.cast(gb == 1, tf.float32), pos * tf.cast(gb != 1, tf.float32)
+            l_pos = tf.where(tf.reduce_sum(unm) * tf.reduce_sum(msk) > 0,
+                             0.5 * (mean_over(ce, unm) + mean_over(ce, msk)), mean_over(ce, pos))
+            l_cls = 0.5 * (l_pos + mean_over(ce, neg))
         else:
-            l_cls = 0.5 * (tf.reduce_sum(ce * pos) / tf.maximum(tf.reduce_sum(pos), 1)
-                           + tf.reduce_sum(ce * neg) / tf.maximum(tf.reduce_sum(neg), 1))
+            l_cls = 0.5 * (mean_over(ce, pos) + mean_over(ce, neg))
         has_box = tf.cast(cb != 0, tf.float32)
-        l_box = tf.reduce_sum(tf.reduce_sum((reg - ob) ** 2, 1) * has_box) / tf.maximum(tf.reduce_sum(has_box), 1)
+        l_box = mean_over(tf.reduce_sum((reg - ob) ** 2, 1), has_box)
         l_lm = tf.constant(0.0)
         if onet:
-            l_lm = tf.reduce_sum(tf.reduce_sum((outs[1] - lb) ** 2, 1) * wb) / tf.maximum(tf.reduce_sum(wb), 1)
-        return l_cls, l_box, l_lm
+            l_lm = mean_over(tf.reduce_sum((outs[1] - lb) ** 2, 1), wb)
+        l_kd = tf.constant(0.0)
+        if teacher is not None:
+            t_outs = teacher(xb, training=False)
+            t_reg, t_p = t_outs[0], t_outs[-1][:, 1]
+            right = tf.where(cb == 1, t_p > 0.5, tf.where(cb == 0, t_p < 0.5, True))
+            anchor = tf.cast(((gb == 1) | (gb == 3)) & right, tf.float32)
+            p = tf.clip_by_value(prob[:, 1], 1e-7, 1 - 1e-7)
+            kd = -(t_p * tf.math.log(p) + (1 - t_p) * tf.math.log(1 - p))
+            kd -= -(t_p * tf.math.log(tf.clip_by_value(t_p, 1e-7, 1.0))
+                    + (1 - t_p) * tf.math.log(tf.clip_by_value(1 - t_p, 1e-7, 1.0)))  # KL: 0 when equal
+            face = anchor * tf.cast(gb == 1, tf.float32)
+            l_kd = mean_over(kd, anchor) + W_BOX * mean_over(tf.reduce_sum((reg - t_reg) ** 2, 1), face)
+        return l_cls, l_box, l_lm, l_kd
 
     @tf.function(reduce_retracing=True)
-    def step(xb, cb, ob, lb, wb):
+    def step(xb, cb, ob, lb, wb, gb):
         with tf.GradientTape() as tape:
-            l_cls, l_box, l_lm = losses(xb, cb, ob, lb, wb, True)
-            total = l_cls + W_BOX * l_box + W_LM * l_lm
+            l_cls, l_box, l_lm, l_kd = losses(xb, cb, ob, lb, wb, gb, True)
+            total = l_cls + W_BOX * l_box + args.w_lm * l_lm + args.distill * l_kd
         grads = tape.gradient(total, net.trainable_variables)
         opt.apply_gradients(zip(grads, net.trainable_variables))
-        return l_cls, l_box, l_lm
+        return l_cls, l_box, l_lm, l_kd
 
     def evaluate():
         xs = ((x[val].astype(np.float32) - 127.5) / 128.0)
-        l_cls, l_box, l_lm = (float(v) for v in losses(xs, cls[val], off[val], lm[val], lm_w[val], False))
+        l_cls, l_box, l_lm, l_kd = (float(v) for v in losses(xs, cls[val], off[val], lm[val], lm_w[val],
+                                                              group[val], False))
         prob = net(xs, training=False)[-1].numpy()[:, 1]
-        c = cls[val]
+        c, g, k = cls[val], group[val], kind[val]
         acc = float(((prob > 0.5) == (c == 1))[c >= 0].mean())
-        return {"cls": round(l_cls, 4), "box": round(l_box, 5), "lm": round(l_lm, 6), "acc": round(acc, 4),
-                "pos_recall@0.7": round(float((prob[c == 1] > 0.7).mean()), 4),
-                "neg_pass@0.7": round(float((prob[c == 0] > 0.7).mean()), 4)}
+        rate = lambda m: round(float((prob[m] > 0.7).mean()), 4) if m.any() else None  # noqa: E731
+        return {"cls": round(l_cls, 4), "box": round(l_box, 5), "lm": round(l_lm, 6), "kd": round(l_kd, 5),
+                "acc": round(acc, 4), "pos_recall@0.7": rate(c == 1),
+                "unmasked@0.7": rate((c == 1) & (g == 1)), "masked@0.7": rate((c == 1) & (g == 2)),
+                "neg_pass@0.7": rate(c == 0), "loose_mask_pass@0.7": rate((c == 0) & (k == KINDS["loose_mask"]))}
 
+    if args.refit_landmarks:
+        before = evaluate()
+        refit_landmarks(net, x[tr], lm[tr], lm_w[tr])
+        after = evaluate()
+        print(f"landmark layer re-fitted: before {before}\nafter {after}", flush=True)
+        np.savez(CACHE / f"{args.net}_weights{args.tag}.npz", *net.get_weights())
+        return 0
     log = [{"epoch": 0, **evaluate()}]
     print(f"{args.net}: {len(tr)} train / {len(val)} val crops; before: {log[-1]}", flush=True)
     t0 = time.time()
-    out = CACHE / f"{args.net}_weights.npz"
+    out = CACHE / f"{args.net}_weights{args.tag}.npz"
     for epoch in range(1, args.epochs + 1):
         perm = rng.permutation(tr)
         for a in range(0, len(perm) - args.batch + 1, args.batch):
             idx = np.sort(perm[a:a + args.batch])
             xb, ob, lb = augment(x[idx], off[idx], lm[idx], rng)
-            step(xb, cls[idx], ob, lb, lm_w[idx])
+            step(xb, cls[idx], ob, lb, lm_w[idx], group[idx])
             if time.time() - t0 > args.minutes * 60:
                 break
         log.append({"epoch": epoch, "s": round(time.time() - t0), **evaluate()})
@@ -136,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(out, *net.get_weights())
         if time.time() - t0 > args.minutes * 60:
             break
-    (CACHE / f"{args.net}_train_log.json").write_text(json.dumps(log, indent=1))
+    (CACHE / f"{args.net}_train_log{args.tag}.json").write_text(json.dumps(log, indent=1))
     print(f"wrote {out}", flush=True)
     return 0
 
