@@ -45,7 +45,8 @@ STATE=/var/lib/mask-guard
 PIP_PKGS=("ai-edge-litert==2.3.0" "simpleaudio==1.0.4")
 APT_PKGS=(python3 python3-venv python3-dev gcc libasound2-dev alsa-utils
           python3-numpy python3-opencv python3-yaml python3-systemd
-          python3-paho-mqtt python3-gpiozero)  # MQTT and the GPIO lamp, both off until configured
+          python3-paho-mqtt python3-gpiozero  # MQTT and the GPIO lamp, both off until configured
+          procps)  # /bin/kill, the unit's ExecReload (a minimal image lacks it: reload then fails)
 APT_OPTIONAL=(python3-picamera2)  # Raspberry Pi OS only; elsewhere a USB webcam through OpenCV
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
