@@ -48,7 +48,9 @@ def test_each_alert_switches_the_pin_on_for_gpio_on_s():
         time.sleep(0.01)
     lv = levels(pin)
     assert [v for _, v in lv] == [True, False]
-    assert 0.19 <= lv[1][0] - lv[0][0] <= 0.6, lv  # (the upper bound leaves room for a busy machine)
+    # About gpio_on_s: gpiozero's blink thread and the mock pin's timestamps jitter by some 10 ms either way
+    # (seen: 0.187 s for 0.2 s on a clean CI run); the upper bound leaves room for a busy machine.
+    assert 0.15 <= lv[1][0] - lv[0][0] <= 0.6, lv
     out.close()
 
 
