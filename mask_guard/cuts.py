@@ -30,6 +30,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .motion import sampled_gray, usable
+
 GRID = 4  # cells per side
 CELL = 12  # pixels per cell side in the copy (the copy is GRID * CELL square: aspect does not matter)
 CUT = 0.1  # median cell correlation below this: the picture is another one (unrelated pictures: ~0)
@@ -44,13 +46,9 @@ class CutDetector:
     """One ``check`` per processed frame, in frame order; ``True`` on the first frame after a cut."""
 
     def __init__(self):
-        self._prev: Optional[np.ndarray] = None
+        self._prev: Optional[tuple[np.ndarray, np.ndarray]] = None  # the previous frame's cells (see _cells)
         self._steady = True  # was the previous pair alike (or is there no pair yet)
         self.cuts = 0  # cuts seen (status, tests)
-
-    def reset(self) -> None:
-        """Forget the previous frame (a new source): the next frame is compared with nothing."""
-        self._prev, self._steady = None, True
 
     def check(self, image: np.ndarray) -> bool:
         cur = _cells(image)
@@ -73,16 +71,12 @@ class CutDetector:
 def _cells(image) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The frame's small grayscale copy, cell by cell: (GRID*GRID, CELL*CELL) rows of zero mean and unit
     length (so a correlation is one dot product), and each cell's standard deviation."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
-            or min(image.shape[:2]) < GRID:
+    if not usable(image) or min(image.shape[:2]) < GRID:
         return None
     side = GRID * CELL
-    # Sample 2x the copy's size first (nearest: cheap on 720p), then average down: noise averages away.
-    small = cv2.resize(image, (2 * side, 2 * side), interpolation=cv2.INTER_NEAREST)
-    if small.ndim == 3:
-        small = cv2.cvtColor(np.ascontiguousarray(small[:, :, :3]), cv2.COLOR_BGR2GRAY) \
-            if small.shape[2] >= 3 else small[:, :, 0]
-    small = cv2.resize(small, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # Sample 2x the copy's size first (cheap on 720p), then average down: noise averages away.
+    small = cv2.resize(sampled_gray(image, 2 * side, 2 * side), (side, side), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
     # Detail only: unrelated photos share their gradients (sky above, floor below), not their detail.
     small -= cv2.GaussianBlur(small, (0, 0), DETAIL)
     cells = small.reshape(GRID, CELL, GRID, CELL).transpose(0, 2, 1, 3).reshape(GRID * GRID, CELL * CELL)

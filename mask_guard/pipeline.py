@@ -225,10 +225,7 @@ class Pipeline:
                 self._known.add(t.id)
                 result.new_people.append(t.id)
             result.tallies[t.id] = (self.votes.tally(t.id), self.votes.count(t.id), self.votes.decision(t.id))
-        removed = list(self.tracker.removed_ids)
-        if removed:
-            self.votes.forget(removed)
-            self._known.difference_update(removed)
+        self._forget(self.tracker.removed_ids)
         timings["track_ms"] = (time.perf_counter() - t0) * 1e3
         timings["frame_ms"] = timings.get("faces_ms", 0) + timings.get("mouths_ms", 0) + timings["track_ms"] + motion_ms
         result.timings = timings
@@ -239,8 +236,13 @@ class Pipeline:
         removed = self.tracker.reset()
         if removed:
             log.info("%s: %d tracks ended", why, len(removed))
-        self.votes.forget(removed)
-        self._known.difference_update(removed)
+        self._forget(removed)
+
+    def _forget(self, removed: list[int]) -> None:
+        """People the tracker dropped for good: their votes go (they were counted when decided)."""
+        if removed:
+            self.votes.forget(removed)
+            self._known.difference_update(removed)
 
     def _outer_faces(self, faces: list[FaceResult]) -> list[int]:
         """Indices of the faces that may be people: not mostly inside a larger face box of this frame or of
