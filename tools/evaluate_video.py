@@ -9,7 +9,10 @@ device, a recording Outcomes). Cooldown 0 (latency.py's clip config), so a dupli
 behind the cooldown.
 
 Each counted person (a track that the votes decided) is matched to the appearance its faces overlap most
-in time whose x range holds its face centre. Reported per clip: people counted; must-count appearances
+in time whose x range holds its face centre. Where the truth gives an appearance keyframes (``at``: the face
+centre, as shares of the frame width and height, at times looked at), a track belongs to it only if its
+face centre is near the interpolated keyframe position in at least half of its frames in that window, so a
+passer-by crossing the frame is not taken for the person the camera follows. Reported per clip: people counted; must-count appearances
 counted / missed; phantoms (counted people matching no appearance); alerts on must-alert people (exactly
 one each is right), on may-alert people, and on masked people (false alarms).
 
@@ -31,17 +34,21 @@ from datapaths import data_dir  # noqa: E402
 TRUTH = Path(__file__).resolve().parent / "video_truth.json"
 
 
-def track_spans(events: list[dict], fps: float, width: float) -> dict[int, dict]:
-    """Per track id: first/last time seen (s), mean face centre x (share of width), decision frame."""
+NEAR_X, NEAR_Y = 0.12, 0.10  # keyframe tolerance (shares of width, height): a face width or so, plus motion
+
+
+def track_spans(events: list[dict], fps: float, width: float, height: float = 1.0) -> dict[int, dict]:
+    """Per track id: first/last time seen (s), face centres (t, x, y as shares of the frame), decision frame."""
     out: dict[int, dict] = {}
     for e in events:
         t = e["frame"] / fps
         for tid, x1, y1, x2, y2, *_ in e["faces"]:
             if tid is None:
                 continue
-            s = out.setdefault(tid, {"t0": t, "t1": t, "xs": [], "counted_at": None, "alerts": []})
+            s = out.setdefault(tid, {"t0": t, "t1": t, "xs": [], "pts": [], "counted_at": None, "alerts": []})
             s["t1"] = t
             s["xs"].append((x1 + x2) / 2 / width)
+            s["pts"].append((t, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height))
         for tid in e["new"]:
             out.setdefault(tid, {"t0": t, "t1": t, "xs": [], "counted_at": None, "alerts": []})["counted_at"] = t
         for tid in e["alerted"]:
@@ -49,12 +56,39 @@ def track_spans(events: list[dict], fps: float, width: float) -> dict[int, dict]
     return out
 
 
+def keyframe_at(a: dict, t: float) -> tuple[float, float]:
+    """The appearance's face centre at time ``t``, linearly between its keyframes (held at the ends)."""
+    at = sorted(a["at"])
+    if t <= at[0][0]:
+        return at[0][1], at[0][2]
+    for (t0, x0, y0), (t1, x1, y1) in zip(at, at[1:]):
+        if t <= t1:
+            k = (t - t0) / max(t1 - t0, 1e-9)
+            return x0 + k * (x1 - x0), y0 + k * (y1 - y0)
+    return at[-1][1], at[-1][2]
+
+
+def follows(span: dict, a: dict) -> bool:
+    """Is the track's face near the keyframed position in at least half of its frames in the window?"""
+    pts = [p for p in span.get("pts", []) if a["from_s"] - 0.5 <= p[0] <= a["to_s"] + 0.5]
+    if not pts:
+        return False
+    near = 0
+    for t, x, y in pts:
+        kx, ky = keyframe_at(a, t)
+        near += abs(x - kx) <= NEAR_X and abs(y - ky) <= NEAR_Y
+    return near * 2 >= len(pts)
+
+
 def match(span: dict, appearances: list[dict]) -> int | None:
-    """Index of the appearance this track belongs to (most time overlap, face centre in its x range)."""
+    """Index of the appearance this track belongs to (most time overlap, face centre in its x range,
+    and near the keyframes where the appearance has them)."""
     x = sum(span["xs"]) / len(span["xs"]) if span["xs"] else 0.5
     best, best_ov = None, 0.0
     for i, a in enumerate(appearances):
         if not (a["x"][0] - 0.1 <= x <= a["x"][1] + 0.1):
+            continue
+        if a.get("at") and not follows(span, a):
             continue
         ov = min(span["t1"], a["to_s"] + 0.5) - max(span["t0"], a["from_s"] - 0.5)
         # a named person beats a crowd entry at equal overlap
@@ -64,10 +98,10 @@ def match(span: dict, appearances: list[dict]) -> int | None:
     return best
 
 
-def score_clip(name: str, truth: dict, events: list[dict], fps: float, width: float) -> dict:
+def score_clip(name: str, truth: dict, events: list[dict], fps: float, width: float, height: float = 1.0) -> dict:
     apps = truth["appearances"]
     groups = {a: g for g in truth.get("same_person", []) for a in g}
-    spans = track_spans(events, fps, width)
+    spans = track_spans(events, fps, width, height)
     counted = {tid: s for tid, s in spans.items() if s["counted_at"] is not None}
     hits: dict[int, list[int]] = {}
     phantoms, alerts_masked, alerts_must, alerts_may, alerts_phantom = [], 0, {}, 0, 0
@@ -133,6 +167,7 @@ def main() -> None:
             video = data_dir() / "videos" / name
             cap = cv2.VideoCapture(str(video))
             fps, width = cap.get(cv2.CAP_PROP_FPS) or 30.0, cap.get(cv2.CAP_PROP_FRAME_WIDTH)
+            height = cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
             cap.release()
             work = Path(tmp) / Path(name).stem
             cfg = latency.daemon_config(work)
@@ -143,7 +178,7 @@ def main() -> None:
             run = latency.run_on_clip(None, work, cfg=cfg, video=video, timeout=1200)
             if run.returncode != 0:
                 raise SystemExit(f"{name}: daemon exited {run.returncode}\n{run.log[-2000:]}")
-            rows.append(score_clip(name, truth[name], run.events, fps, width))
+            rows.append(score_clip(name, truth[name], run.events, fps, width, height))
     print("| clip | counted | must count (counted/truth) | phantoms | alerts | alerts per must-alert person "
           "| false alerts on masked | verdict |")
     print("|---|---|---|---|---|---|---|---|")
