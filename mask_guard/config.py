@@ -126,11 +126,15 @@ class TrackerConfig:
                                 "25-30 fps)", min=1, max=1000)
     initialization_delay: int = _opt(2, "hits before a new person gets an id", min=0, max=100)
     reid_frames: int = _opt(90, "frames a lost person is remembered: a new face where they were lost, at their "
-                            "size, is them again (a head turned away ~3 s at 30 fps); one count, one alert. 0: off",
+                            "size (or a little further on, if its colours match: tracker.appearance), is them again "
+                            "(a head turned away ~3 s at 30 fps); one count, one alert. 0: off",
                             min=0, max=10000)
     end_at_cut: bool = _opt(True, "a cut (most of the picture unlike the previous frame at once: a video edit, "
                             "the camera knocked or turned) ends every track, so nobody inherits another's "
                             "votes; people already counted stay counted")
+    appearance: bool = _opt(True, "also compare the colours of the face crops when matching faces to people (two "
+                            "people crossing keep their own ids and votes; the box rule still decides what may "
+                            "match) and when re-identifying a lost person (tracker.reid_frames)")
 
 
 @dataclass

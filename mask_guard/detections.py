@@ -31,6 +31,7 @@ class Detections:
     scores: np.ndarray  # (N,) float32
     landmarks: Optional[np.ndarray] = None  # (N, 5, 2) float32, MTCNN order
     class_ids: Optional[np.ndarray] = None  # (N,) int32, for multi-class detectors
+    embeddings: Optional[np.ndarray] = None  # (N, D) float32 appearance descriptors (appearance.py), for the tracker
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -39,8 +40,12 @@ class Detections:
             self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(-1, 5, 2)
         if self.class_ids is not None:
             self.class_ids = np.asarray(self.class_ids, dtype=np.int32).reshape(-1)
+        if self.embeddings is not None:
+            self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+            if self.embeddings.ndim != 2:
+                raise ValueError(f"Detections.embeddings must be (N, D), got shape {self.embeddings.shape}")
         n = len(self.boxes)
-        for name in ("scores", "landmarks", "class_ids"):
+        for name in ("scores", "landmarks", "class_ids", "embeddings"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise ValueError(f"Detections.{name} has {len(arr)} rows, boxes has {n}")
@@ -65,6 +70,7 @@ class Detections:
             scores=self.scores[index],
             landmarks=None if self.landmarks is None else self.landmarks[index],
             class_ids=None if self.class_ids is None else self.class_ids[index],
+            embeddings=None if self.embeddings is None else self.embeddings[index],
         )
 
     @property

@@ -44,7 +44,7 @@ class MotionResult:
     moving: bool  # enough of the frame changed: something moves
     changed: float  # share of the small copy that changed (0..1), after brightness matching
     relearn: bool = False  # a global change: the background was re-learnt from this frame
-    first: bool = False  # no background yet (first frame, or after reset)
+    first: bool = False  # no background yet (the first frame)
 
 
 class MotionGate:
@@ -55,10 +55,6 @@ class MotionGate:
         self._bg: Optional[np.ndarray] = None  # float32 background, small copy size
         self._t: Optional[float] = None  # frame time of the previous check
         self.relearned = 0  # global light changes seen (status, tests)
-
-    def reset(self) -> None:
-        """Forget the background (a new camera, a reloaded config): the next frame is ``first``."""
-        self._bg, self._t = None, None
 
     def small(self, image: np.ndarray) -> np.ndarray:
         """The blurred grayscale copy the gate compares, ``frame_height`` rows (float32)."""

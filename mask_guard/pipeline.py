@@ -19,6 +19,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from . import appearance
 from .boxes import area, iou
 from .clock import VIDEO_S
 from .config import Config, models_dir, resource_path
@@ -200,6 +201,7 @@ class Pipeline:
         dets = Detections(
             boxes=np.array([faces[i].box for i in keep], np.float32).reshape(-1, 4),
             scores=np.array([faces[i].score for i in keep], np.float32),
+            embeddings=self._appearance(frame.image, [faces[i].box for i in keep]),
         )
         # Frames the source dropped while we were busy still count as time for the tracker, so
         # survival and motion mean the same on a slow Pi as here. Capped: a reopened camera restarts.
@@ -230,6 +232,15 @@ class Pipeline:
         timings["frame_ms"] = timings.get("faces_ms", 0) + timings.get("mouths_ms", 0) + timings["track_ms"] + motion_ms
         result.timings = timings
         return result
+
+    def _appearance(self, image: np.ndarray, boxes: list) -> Optional[np.ndarray]:
+        """The faces' colour histograms for the tracker (appearance.py); None when off or unreadable."""
+        if not self.cfg.tracker.appearance or not boxes:
+            return None
+        hists = [appearance.descriptor(image, b) for b in boxes]
+        if any(h is None for h in hists):  # an unreadable frame or crop: match on boxes alone this frame
+            return None
+        return np.stack(hists)
 
     def end_tracks(self, why: str) -> None:
         """Every person leaves at once (a cut, see cuts.py): counted people stay counted, votes go."""
