@@ -317,12 +317,12 @@ def build(args) -> None:
         if len(meta) % 1000 < 3:
             print(f"{len(meta)} crops", flush=True)
     rgb, read_key = None, None
-    for key, box, split in negatives(recs, rng):  # a scene's negatives come together: read it once
+    for key, box, split, note in sorted(negatives(recs, rng), key=lambda n: n[0]):  # read each scene once
         if key != read_key:
             rgb, read_key = cv2.cvtColor(cv2.imread(str(data_dir() / key)), cv2.COLOR_BGR2RGB), key
         folder = "/".join(key.split("/")[:2])
         emit(rgb, box, (None, None, None), key, 0, folder, {"label": "background"}, "bg", f"{folder}:{Path(key).name}",
-             split, note="non-face")
+             split, note=note)
     out = CACHE / "dataset.npz"
     np.savez(out, ctx=np.stack(ctx), exact=np.stack(exact), lab_ctx=np.stack(lab_ctx), lab_exact=np.stack(lab_exact))
     (CACHE / "dataset_meta.json").write_text(json.dumps({"backend": args.backend, "rule": rule, "rows": meta}))

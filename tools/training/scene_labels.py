@@ -2,7 +2,8 @@
 
 * :func:`scene_faces`: the annotated faces MTCNN found, with their class (the audited label fixes applied);
 * :func:`mask_box`: the covering of a real masked face, from MTCNN's box and landmarks;
-* :func:`negatives`: true non-faces, face-sized boxes touching no annotation and no detection.
+* :func:`negatives`: true non-faces, face-sized boxes touching no annotation and no detection, and
+  :func:`below_faces`: the same on the neck and chest under a face.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def scene_faces(folder: str, key: str, faces: list[dict]) -> list[tuple[dict, st
     return out
 
 
-def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[tuple[str, np.ndarray, str]]:
+def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[tuple[str, np.ndarray, str, str]]:
     """True non-faces (kind 'bg': no mouth, nose or mask): face-sized boxes in the scene photos of the train
     and dev parts that touch no annotated face and no MTCNN detection (walls, foliage, clothes, signs)."""
     out = []
@@ -90,7 +91,48 @@ def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[
             box = np.array([x, y, x + side * rng.uniform(0.8, 1.0), y + side], np.float32)
             if len(taken) and iou(box, taken, method="min").max() > 0.05:
                 continue
-            out.append((key, box, PART_TO_SPLIT[part]))
+            out.append((key, box, PART_TO_SPLIT[part], "non-face"))
+            taken = np.concatenate([taken, box[None]])
+            found += 1
+            if found >= per_image:
+                break
+    return out + below_faces(recs, np.random.default_rng(BELOW_SEED))
+
+
+BELOW_SEED = 20261202  # its own generator, so adding these left the other crops of the dataset unchanged
+
+
+def below_faces(recs: dict, rng: np.random.Generator, per_image: int = 4) -> list[tuple[str, np.ndarray, str, str]]:
+    """Non-faces of the kind MTCNN mistakes for faces under a real one: face-sized boxes on the neck,
+    collar and chest (necklaces, prints, a scarf) below annotated faces >= 24 px of the train and dev parts.
+    Box: 0.6-1.1 face widths, its top 0.35-1.0 face heights under the chin (so the crop's margin stays off the
+    face), centre within 0.3 face widths of the face's; inside the photo, touching no annotation and no
+    detection. A real clip had such a box decided a masked person (a phantom) from the model's mask score."""
+    out = []
+    for key, rec in sorted(recs.items()):
+        if not key.startswith("scenes/"):
+            continue
+        folder = "/".join(key.split("/")[:2])
+        part = splits.parts().get(key)
+        if part not in ("train", "dev"):
+            continue
+        xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
+        gt = [b for _, b in read_voc(xml)] if xml.exists() else []
+        taken = np.array(gt + [np.array(f["box"], np.float32) for f in rec["faces"]], np.float32).reshape(-1, 4)
+        found = 0
+        for b in sorted(gt, key=lambda b: -(b[2] - b[0])):
+            fw, fh = float(b[2] - b[0]), float(b[3] - b[1])
+            if fw < 24:
+                continue
+            side = fw * rng.uniform(0.6, 1.1)
+            cx = (b[0] + b[2]) / 2 + fw * rng.uniform(-0.3, 0.3)
+            top = b[3] + fh * rng.uniform(0.35, 1.0)
+            box = np.array([cx - side / 2, top, cx + side / 2, top + side * rng.uniform(1.0, 1.15)], np.float32)
+            if box[0] < 0 or box[2] > rec["w"] or box[3] > rec["h"]:
+                continue
+            if len(taken) and iou(box, taken, method="min").max() > 0.05:
+                continue
+            out.append((key, box, PART_TO_SPLIT[part], "below-face"))
             taken = np.concatenate([taken, box[None]])
             found += 1
             if found >= per_image:
