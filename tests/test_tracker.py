@@ -479,25 +479,23 @@ def test_colours_never_let_a_face_match_beyond_the_box_rule():
     assert s.who[-1] == [1, 2]
 
 
+def _lost_and_back(lost_x: float, back_x: float, back_look: np.ndarray) -> list[int]:
+    """A red-shirted person at ``lost_x`` turns away for 40 frames; a face comes back at ``back_x``."""
+    s = Scene(TrackerConfig(hit_counter_max=10, reid_frames=90), jitter=0.0)
+    for _ in range(10):
+        s.step(face(lost_x, 200, 60), looks=[RED_SHIRT])
+    for _ in range(40):
+        s.step()
+    for _ in range(5):
+        people = s.step(face(back_x, 200, 60), looks=[back_look])
+    return [p.id for p in people]
+
+
 @pytest.mark.parametrize("colours, same", [(True, True), (False, False)])
 def test_a_face_back_two_face_sizes_away_is_the_same_person_only_if_its_colours_match(colours, same):
     # a dancer turns away and turns back 2.5 face sizes further on: too far for the position rule alone
-    s = Scene(TrackerConfig(hit_counter_max=10, reid_frames=90), jitter=0.0)
-    for _ in range(10):
-        s.step(face(300, 200, 60), looks=[RED_SHIRT])
-    for _ in range(40):
-        s.step()
-    for _ in range(5):
-        people = s.step(face(450, 200, 60), looks=[RED_SHIRT if colours else BLUE_MASK])
-    assert ([p.id for p in people] == [1]) is same
+    assert (_lost_and_back(300, 450, RED_SHIRT if colours else BLUE_MASK) == [1]) is same
 
 
 def test_a_face_far_away_is_a_new_person_even_with_the_same_colours():
-    s = Scene(TrackerConfig(hit_counter_max=10, reid_frames=90), jitter=0.0)
-    for _ in range(10):
-        s.step(face(100, 200, 60), looks=[RED_SHIRT])
-    for _ in range(40):
-        s.step()
-    for _ in range(5):
-        people = s.step(face(500, 200, 60), looks=[RED_SHIRT])  # 6.7 face sizes away
-    assert [p.id for p in people] == [2]
+    assert _lost_and_back(100, 500, RED_SHIRT) == [2]  # 6.7 face sizes away

@@ -68,10 +68,8 @@ def scene_faces(folder: str, key: str, faces: list[dict]) -> list[tuple[dict, st
     return out
 
 
-def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[tuple[str, np.ndarray, str, str]]:
-    """True non-faces (kind 'bg': no mouth, nose or mask): face-sized boxes in the scene photos of the train
-    and dev parts that touch no annotated face and no MTCNN detection (walls, foliage, clothes, signs)."""
-    out = []
+def _scene_train_dev(recs: dict):
+    """(key, record, part, annotated boxes, annotated + detected boxes) of each train/dev scene photo."""
     for key, rec in sorted(recs.items()):
         if not key.startswith("scenes/"):
             continue
@@ -80,9 +78,16 @@ def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[
         if part not in ("train", "dev"):
             continue
         xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
-        taken = [b for _, b in read_voc(xml)] if xml.exists() else []
-        taken += [np.array(f["box"], np.float32) for f in rec["faces"]]
-        taken = np.array(taken, np.float32).reshape(-1, 4)
+        gt = [b for _, b in read_voc(xml)] if xml.exists() else []
+        taken = np.array(gt + [np.array(f["box"], np.float32) for f in rec["faces"]], np.float32).reshape(-1, 4)
+        yield key, rec, part, gt, taken
+
+
+def negatives(recs: dict, rng: np.random.Generator, per_image: int = 3) -> list[tuple[str, np.ndarray, str, str]]:
+    """True non-faces (kind 'bg': no mouth, nose or mask): face-sized boxes in the scene photos of the train
+    and dev parts that touch no annotated face and no MTCNN detection (walls, foliage, clothes, signs)."""
+    out = []
+    for key, rec, part, gt, taken in _scene_train_dev(recs):
         w, h = rec["w"], rec["h"]
         found = 0
         for _ in range(per_image * 4):
@@ -109,16 +114,7 @@ def below_faces(recs: dict, rng: np.random.Generator, per_image: int = 4) -> lis
     face), centre within 0.3 face widths of the face's; inside the photo, touching no annotation and no
     detection. A real clip had such a box decided a masked person (a phantom) from the model's mask score."""
     out = []
-    for key, rec in sorted(recs.items()):
-        if not key.startswith("scenes/"):
-            continue
-        folder = "/".join(key.split("/")[:2])
-        part = splits.parts().get(key)
-        if part not in ("train", "dev"):
-            continue
-        xml = data_dir() / folder / "annotations" / (Path(key).stem + ".xml")
-        gt = [b for _, b in read_voc(xml)] if xml.exists() else []
-        taken = np.array(gt + [np.array(f["box"], np.float32) for f in rec["faces"]], np.float32).reshape(-1, 4)
+    for key, rec, part, gt, taken in _scene_train_dev(recs):
         found = 0
         for b in sorted(gt, key=lambda b: -(b[2] - b[0])):
             fw, fh = float(b[2] - b[0]), float(b[3] - b[1])
