@@ -42,13 +42,16 @@ from .tflite import ModelError, load_interpreter
 log = logging.getLogger(__name__)
 
 PNET, RNET, ONET = "mtcnn_pnet.tflite", "mtcnn_rnet.tflite", "mtcnn_onet.tflite"
-# faces.weights -> (P-Net, R-Net, O-Net) files: the package's nets, or R-/O-Net fine-tuned on masked faces
-# (tools/training/mtcnn_train.py; same architectures, same cascade). P-Net stays stock: it loses ~2% of
-# masked faces, R-Net and O-Net ~20% (tools/training/mtcnn_stages.py).
+# faces.weights -> (P-Net, R-Net, O-Net[, landmark O-Net]) files: the package's nets, or R-/O-Net fine-tuned on
+# masked faces (tools/training/mtcnn_train.py; same architectures, same cascade). P-Net stays stock: it loses ~2%
+# of masked faces, R-Net and O-Net ~20% (tools/training/mtcnn_stages.py). The fine-tuned O-Net's landmarks are
+# worse (udacity68: 8.2% -> 9.9% of the eye distance), so the final faces' landmarks come from the stock O-Net,
+# run once more on their O-Net input boxes only.
 WEIGHTS = {
     "stock": (PNET, RNET, ONET),
-    "masks": (PNET, "mtcnn_masks_rnet.tflite", "mtcnn_masks_onet.tflite"),
+    "masks": (PNET, "mtcnn_masks_rnet.tflite", "mtcnn_masks_onet.tflite", ONET),
 }
+CROP = {"rnet": 24, "onet": 48}  # input size of each refining stage
 MIN_LEVEL_PX = 11  # smallest pyramid level P-Net runs on (one output cell); the package's limit too
 NMS_PNET_LEVEL, NMS_PNET_ALL, NMS_RNET, NMS_ONET = 0.5, 0.7, 0.7, 0.7
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # R-/O-Net batch sizes with a cached interpreter
@@ -124,7 +127,12 @@ def as_three_channels(image) -> np.ndarray | None:
     return np.ascontiguousarray(a)
 
 
-class _Net:
+def normalize(rgb: np.ndarray) -> np.ndarray:
+    """The nets' input scaling, ``(rgb - 127.5) / 128`` in float32: the exact same values as the package."""
+    return (rgb.astype(np.float32) - 127.5) * (1.0 / 128.0)
+
+
+class Net:
     """One TFLite model with interpreters cached by input shape; outputs picked by their last dim."""
 
     def __init__(self, path: Path, num_threads: int, capacity: int):
@@ -177,12 +185,14 @@ class FaceDetector:
         self.max_side = max_side
         model_dir = Path(model_dir)
         threads = cfg.num_threads
-        pnet, rnet, onet = WEIGHTS[getattr(cfg, "weights", "stock")]
-        self.pnet = _Net(model_dir / pnet, threads, PNET_CACHE)
-        self.rnet = _Net(model_dir / rnet, threads, len(BATCH_BUCKETS))
-        self.onet = _Net(model_dir / onet, threads, len(BATCH_BUCKETS))
-        for net, widths in ((self.pnet, (4, 2)), (self.rnet, (4, 2)), (self.onet, (4, 10, 2))):
-            for w in widths:
+        pnet, rnet, onet, *lm_onet = WEIGHTS[getattr(cfg, "weights", "stock")]
+        self.pnet = Net(model_dir / pnet, threads, PNET_CACHE)
+        self.rnet = Net(model_dir / rnet, threads, len(BATCH_BUCKETS))
+        self.onet = Net(model_dir / onet, threads, len(BATCH_BUCKETS))
+        self.landmark_net = Net(model_dir / lm_onet[0], threads, len(BATCH_BUCKETS)) if lm_onet else None
+        for net, widths in ((self.pnet, (4, 2)), (self.rnet, (4, 2)), (self.onet, (4, 10, 2)),
+                            (self.landmark_net, (4, 10, 2))):
+            for w in widths if net is not None else ():
                 net.output_index(w)
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
@@ -218,12 +228,12 @@ class FaceDetector:
             self._cascade(rgb, trace)
         return trace
 
-    # --- the three stages ----------------------------------------------------------------------
+    # --- the three stages (public for tools/training/mtcnn_sweep.py, which runs other nets in them) ---------
 
     def _cascade(self, rgb: np.ndarray, trace: dict | None = None):
-        norm = (rgb.astype(np.float32) - 127.5) * (1.0 / 128.0)  # exact same values as the package
+        norm = normalize(rgb)
         t1, t2, t3 = (float(t) for t in self.cfg.thresholds)
-        cand = self._pnet(norm, t1)  # (N, 5) x1 y1 x2 y2 score, squared
+        cand = self.pnet_candidates(norm, t1)  # (N, 5) x1 y1 x2 y2 score, squared
         if trace is not None:
             trace["pnet"] = cand
         if not len(cand):
@@ -233,7 +243,8 @@ class FaceDetector:
             return None
         return self._onet(norm, cand, t3, trace)
 
-    def _pnet(self, norm: np.ndarray, threshold: float) -> np.ndarray:
+    def pnet_candidates(self, norm: np.ndarray, threshold: float) -> np.ndarray:
+        """P-Net over the pyramid of a ``normalize``d image, its NMS: (N, 5) squared boxes + scores."""
         h, w = norm.shape[:2]
         levels = []
         for scale in pyramid_scales(w, h, self.cfg.min_face_px, self.cfg.scale_factor):
@@ -261,17 +272,26 @@ class FaceDetector:
         cand[:, :4] = bx.square(cand[:, :4])
         return cand
 
-    def _refine(self, cand: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Box regression with the package's ``+1`` widths: x1 += dx1 * (x2 - x1 + 1), ..."""
+    def refine(self, stage: str, norm: np.ndarray, cand: np.ndarray, net: Net | None = None):
+        """One R-Net (``stage="rnet"``) or O-Net pass on candidate boxes, no threshold or NMS: boxes regressed
+        (N, 4), face scores (N,), and for O-Net landmarks (N, 5, 2) (else None). ``net``: another net file."""
+        net = net or getattr(self, stage)
+        widths = (4, 2) if stage == "rnet" else (4, 10, 2)
+        outs = net.run_batched(crop_and_resize(norm, cand[:, :4], CROP[stage]), *widths)
         b = cand[:, :4]
-        w = b[:, 2] - b[:, 0] + 1
-        h = b[:, 3] - b[:, 1] + 1
-        return b + offsets.astype(np.float64) * np.stack([w, h, w, h], 1)
+        w = (b[:, 2] - b[:, 0] + 1)[:, None]  # the package's "+1" sizes
+        h = (b[:, 3] - b[:, 1] + 1)[:, None]
+        boxes = b + outs[0].astype(np.float64) * np.hstack([w, h, w, h])
+        if stage == "rnet":
+            return boxes, outs[1][:, 1].astype(np.float64), None
+        # Landmarks are relative to the O-Net input box (before its own regression).
+        lm = outs[1]
+        lms = np.stack([w * lm[:, 0:5] + b[:, 0:1] - 1, h * lm[:, 5:10] + b[:, 1:2] - 1], axis=2)
+        return boxes, outs[2][:, 1].astype(np.float64), lms
 
     def _rnet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None) -> np.ndarray:
-        patches = crop_and_resize(norm, cand[:, :4], 24)
-        offsets, cls = self.rnet.run_batched(patches, 4, 2)
-        out = np.column_stack([self._refine(cand, offsets), cls[:, 1].astype(np.float64)])
+        boxes, scores, _ = self.refine("rnet", norm, cand)
+        out = np.column_stack([boxes, scores])
         out = out[out[:, 4] > threshold]
         out = out[bx.descending(out[:, 4])]
         if trace is not None:
@@ -283,23 +303,14 @@ class FaceDetector:
         return out
 
     def _onet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None):
-        patches = crop_and_resize(norm, cand[:, :4], 48)
-        offsets, lm, cls = self.onet.run_batched(patches, 4, 10, 2)
-        # Landmarks are relative to the O-Net input box (before its own regression), "+1" sizes.
-        b = cand[:, :4]
-        w = (b[:, 2] - b[:, 0] + 1)[:, None]
-        h = (b[:, 3] - b[:, 1] + 1)[:, None]
-        lx = w * lm[:, 0:5] + b[:, 0:1] - 1
-        ly = h * lm[:, 5:10] + b[:, 1:2] - 1
-        boxes = self._refine(cand, offsets)
-        scores = cls[:, 1].astype(np.float64)
-        lms = np.stack([lx, ly], axis=2)  # (N, 5, 2), order left eye, right eye, nose, mouth l, mouth r
-        ok = scores > threshold
+        boxes, scores, lms = self.refine("onet", norm, cand)  # lms (N, 5, 2): eyes l/r, nose, mouth l/r
+        ok = np.nonzero(scores > threshold)[0]
+        ok = ok[bx.descending(scores[ok])]
         boxes, scores, lms = boxes[ok], scores[ok], lms[ok]
-        order = bx.descending(scores)
-        boxes, scores, lms = boxes[order], scores[order], lms[order]
         keep = bx.nms_any_higher(boxes, NMS_ONET, "min")
         if trace is not None:
             trace["onet_pass"] = np.column_stack([boxes, scores])
             trace["onet"] = trace["onet_pass"][keep]
+        if self.landmark_net is not None and len(keep):
+            lms[keep] = self.refine("onet", norm, cand[ok[keep]], self.landmark_net)[2]
         return boxes[keep], scores[keep], lms[keep]

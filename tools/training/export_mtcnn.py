@@ -8,6 +8,8 @@ cascade keeps the stock P-Net (tools/training/mtcnn_stages.py: P-Net loses ~2% o
 ``--dev-threshold rnet=0.15`` bakes a threshold chosen on the dev parts into the net: the face logit's
 bias is shifted by logit(config threshold) - logit(0.15), so "score > config threshold" with the exported
 net is exactly "score > 0.15" with the trained one, and the daemon's thresholds stay one config for both.
+``--average _v2 _v4c`` exports the element-wise mean of several fine-tunes' weights (``<net>_weights<TAG>.npz``,
+fine-tuned from one another, so their weights stay close: a "model soup") instead of ``--tag``'s.
 
 The weights are the ones shipped in the mtcnn wheel (site-packages/mtcnn/assets/weights/*.lz4,
 joblib) loaded into the package's own Keras classes, so our runtime cascade (mask_guard/faces.py)
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="stock", choices=["stock", "masks"])
     ap.add_argument("--from", dest="src", type=Path, default=CACHE, help="folder with <net>_weights.npz (masks)")
     ap.add_argument("--tag", default="", help="masks: read <net>_weights<TAG>.npz (mtcnn_train.py --tag)")
+    ap.add_argument("--average", nargs="+", metavar="TAG", help="masks: the mean of these tags' weights (see above)")
     ap.add_argument("--nets", nargs="+", choices=list(NETS), help="only these nets")
     ap.add_argument("--dev-threshold", nargs="+", default=[], metavar="NET=T",
                     help="masks: threshold chosen on the dev parts, baked in as a bias shift (see above)")
@@ -133,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights == "stock":
             net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
         else:
-            net, path = keras_net(name, args.src / f"{name}_weights{args.tag}.npz"), args.out / f"mtcnn_masks_{name}.tflite"
+            path = args.out / f"mtcnn_masks_{name}.tflite"
+            if args.average:
+                net = keras_net(name)
+                soup = [keras_net(name, args.src / f"{name}_weights{t}.npz").get_weights() for t in args.average]
+                net.set_weights([np.mean([w[i] for w in soup], axis=0) for i in range(len(soup[0]))])
+            else:
+                net = keras_net(name, args.src / f"{name}_weights{args.tag}.npz")
             dev = dict(kv.split("=") for kv in args.dev_threshold)
             if name in dev:
                 shift_face_logit(net, name, float(dev[name]))

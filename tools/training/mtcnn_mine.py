@@ -277,8 +277,8 @@ def finish(sink: Sink, net: str, style: np.ndarray, secs: float, suffix: str = "
     lm = np.zeros((len(x), 10), np.float32)
     lm_w = np.zeros(len(x), np.float32)
     if net == "onet":  # distilled landmarks: the stock O-Net on the (unmasked, where known) crop
-        from mask_guard.faces import _Net
-        teacher = _Net(MODELS / "mtcnn_onet.tflite", 1, 8)
+        from mask_guard.faces import Net
+        teacher = Net(MODELS / "mtcnn_onet.tflite", 1, 8)
         crops = np.concatenate([t if t is not None else x[i0:i0 + len(c)]
                                 for t, c, i0 in zip(sink.lm_src, sink.cls, np.cumsum([0] + [len(c) for c in sink.cls])[:-1])])
         for a in range(0, len(x), 128):

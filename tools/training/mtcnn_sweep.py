@@ -8,6 +8,7 @@ threshold pair: filter by both scores, redo O-Net's NMS. Same figures as mtcnn_s
 
 ``--rnet A B``: R-Net score = the higher of the two nets' (box from that net): "either accepts it".
 P-Net candidates are cached per part in .cache/mtcnn/pnet_<part>.npz (P-Net is always the stock one).
+The stages are the runtime's own (FaceDetector.pnet_candidates / refine), run with the nets given here.
 
     .venv/bin/python tools/training/mtcnn_sweep.py --name stock --rnet models/mtcnn_rnet.tflite \\
         --onet models/mtcnn_onet.tflite
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 from mtcnn_common import CACHE, CLASSES, detector, rgb, scene_images  # noqa: E402
 from evaluate import match  # noqa: E402
 from mask_guard import boxes as bx  # noqa: E402
-from mask_guard.faces import NMS_ONET, NMS_RNET, _Net, crop_and_resize  # noqa: E402
+from mask_guard.faces import NMS_ONET, NMS_RNET, Net, normalize  # noqa: E402
 
 LOW = 0.05  # lowest R-Net / O-Net threshold the grid can use
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -42,9 +43,7 @@ def pnet_candidates(part: str) -> list[np.ndarray]:
     det = detector("stock")
     out = []
     for _, p, _ in images:
-        img = rgb(p)
-        norm = (img.astype(np.float32) - 127.5) * (1.0 / 128.0)
-        out.append(det._pnet(norm, float(det.cfg.thresholds[0])))
+        out.append(det.pnet_candidates(normalize(rgb(p)), float(det.cfg.thresholds[0])))
     np.savez(path, **{f"c{i}": c for i, c in enumerate(out)})
     return out
 
@@ -52,21 +51,20 @@ def pnet_candidates(part: str) -> list[np.ndarray]:
 def cascade_rows(part: str, rnets: list[Path], onet: Path) -> list[np.ndarray]:
     """Per image: (N, 6) rows x1 y1 x2 y2 O-Net score, R-Net score, for every O-Net crop at LOW/LOW."""
     cands = pnet_candidates(part)
-    rn = [_Net(p, 1, 8) for p in rnets]
-    on = _Net(onet, 1, 8)
+    rn = [Net(p, 1, 8) for p in rnets]
+    on = Net(onet, 1, 8)
     det = detector("stock")
     out = []
     for (_, p, _), cand in zip(scene_images(part), cands):
         if not len(cand):
             out.append(np.zeros((0, 6)))
             continue
-        norm = (rgb(p).astype(np.float32) - 127.5) * (1.0 / 128.0)
-        patches = crop_and_resize(norm, cand[:, :4], 24)
-        res = [net.run_batched(patches, 4, 2) for net in rn]
-        scores = np.stack([r[1][:, 1] for r in res]).astype(np.float64)
+        norm = normalize(rgb(p))
+        res = [det.refine("rnet", norm, cand, net) for net in rn]
+        scores = np.stack([r[1] for r in res])
         best = scores.argmax(0)
-        offsets = np.stack([r[0] for r in res])[best, np.arange(len(cand))]
-        r = np.column_stack([det._refine(cand, offsets), scores.max(0)])
+        boxes = np.stack([r[0] for r in res])[best, np.arange(len(cand))]
+        r = np.column_stack([boxes, scores.max(0)])
         r = r[r[:, 4] > LOW]
         r = r[bx.descending(r[:, 4])]
         r = r[bx.nms_any_higher(r[:, :4], NMS_RNET, "union")]
@@ -74,9 +72,8 @@ def cascade_rows(part: str, rnets: list[Path], onet: Path) -> list[np.ndarray]:
             out.append(np.zeros((0, 6)))
             continue
         r[:, :4] = bx.square(r[:, :4])
-        o_off, o_cls = on.run_batched(crop_and_resize(norm, r[:, :4], 48), 4, 2)
-        boxes = det._refine(r, o_off)
-        out.append(np.column_stack([boxes, o_cls[:, 1].astype(np.float64), r[:, 4]]))
+        boxes, o_scores, _ = det.refine("onet", norm, r, on)
+        out.append(np.column_stack([boxes, o_scores, r[:, 4]]))
     return out
 
 
