@@ -94,11 +94,11 @@ class MouthsConfig:
     # mouth_on, mouth_off and mask_on: chosen on the scene sets' dev parts by tools/training/calibrate_mouth.py's
     # written rules (never on test parts); nose_on from the validation split
     model: str = _opt("mouth_nose.tflite", "mouth/nose/mask detector (.tflite); a bare name is looked up in models/")
-    mouth_on: float = _opt(0.375, "mouth score >= this: mouth visible (no_mask); see tools/training/calibrate_mouth.py",
+    mouth_on: float = _opt(0.325, "mouth score >= this: mouth visible (no_mask); see tools/training/calibrate_mouth.py",
                            min=0.0, max=1.0)
-    mouth_off: float = _opt(0.325, "mouth score < this: mouth covered", min=0.0, max=1.0)
+    mouth_off: float = _opt(0.275, "mouth score < this: mouth covered", min=0.0, max=1.0)
     nose_on: float = _opt(0.675, "nose score >= this (mouth covered): mask_below_nose", min=0.0, max=1.0)
-    mask_on: float = _opt(0.35, "mask score >= this (mouth below mouth_off): a mask is seen; neither a mouth nor a "
+    mask_on: float = _opt(0.45, "mask score >= this (mouth below mouth_off): a mask is seen; neither a mouth nor a "
                           "mask seen is unsure and never votes", min=0.0, max=1.0)
     num_threads: int = _opt(1, "TFLite threads for the mouth model", min=1, max=16)
     flip_tta: str = _opt("mean", "also score each face crop mirrored (same batch, ~0.6 ms more per face) and "
