@@ -113,12 +113,14 @@ class _Timed:
 
 # --- our pipeline -------------------------------------------------------------------------------
 
-def bench_ours(frames: dict[int, np.ndarray], reps: int) -> dict:
+def bench_ours(frames: dict[int, np.ndarray], reps: int, weights: str | None = None) -> dict:
     from mask_guard.config import Config, models_dir, resource_path
     from mask_guard.detections import Frame
     from mask_guard.pipeline import Pipeline, to_rgb
 
     cfg = Config()
+    if weights:
+        cfg.faces.weights = weights
     t0 = time.perf_counter()
     pipe = Pipeline(cfg)
     load_s = time.perf_counter() - t0
@@ -287,6 +289,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mqtt", action="store_true", help="only the frame loop with MQTT off vs on (tools/bench_mqtt.py)")
     ap.add_argument("--no-gate", action="store_true", help="skip the motion gate and 720p runs (tools/bench_gate.py)")
     ap.add_argument("--gate-seconds", type=float, default=20.0, help="length of the empty-entrance runs")
+    ap.add_argument("--faces-weights", choices=["masks", "stock"], help="MTCNN weights of our pipeline (default: the config's)")
     a = ap.parse_args(argv)
     if a.mqtt:
         import bench_mqtt
@@ -296,7 +299,7 @@ def main(argv=None) -> int:
     frames = {n: clips.still_frame(n, seed=a.seed) for n in (0, 1, 3)}
     daemon = None if a.no_daemon else bench_daemon(a.seed)  # first: a clean machine for its RSS/start-up
     gate = None if a.no_gate else bench_gate_runs(a.gate_seconds, a.reps, a.seed)  # before TensorFlow's threads
-    ours = bench_ours(frames, a.reps)
+    ours = bench_ours(frames, a.reps, a.faces_weights)
     ref = None if a.no_reference else bench_reference(frames, a.reps, REF_MIN_FACE)
 
     print(f"## mask-guard benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
