@@ -41,7 +41,7 @@ NETS = {
 }
 
 
-FINE_TUNED = ("rnet", "onet")  # nets with fine-tuned "masks" weights
+FINE_TUNED = ("rnet", "onet")  # the shipped "masks" nets; --nets pnet exports a fine-tuned P-Net (tried)
 CACHE = ROOT / ".cache" / "mtcnn"
 
 
@@ -66,7 +66,7 @@ def shift_face_logit(net, name: str, dev_threshold: float) -> None:
     from mask_guard.config import FacesConfig
 
     config_t = FacesConfig().thresholds[{"pnet": 0, "rnet": 1, "onet": 2}[name]]
-    layer = net.fc5_2 if name == "rnet" else net.fc6_3
+    layer = {"pnet": net.conv4_2, "rnet": net.fc5_2, "onet": net.fc6_3}[name]
     k, b = layer.get_weights()
     logit = lambda t: float(np.log(t / (1 - t)))  # noqa: E731
     b = b.copy()
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="masks: threshold chosen on the dev parts, baked in as a bias shift (see above)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in (NETS if args.weights == "stock" else FINE_TUNED):
+    for name in (NETS if args.weights == "stock" else args.nets or FINE_TUNED):
         if args.nets and name not in args.nets:
             continue
         if args.weights == "stock":

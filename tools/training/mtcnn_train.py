@@ -1,4 +1,4 @@
-"""Fine-tune the ``mtcnn`` package's R-Net or O-Net on mined crops (tools/training/mtcnn_mine.py).
+"""Fine-tune the ``mtcnn`` package's P-Net, R-Net or O-Net on mined crops (tools/training/mtcnn_mine.py).
 
 Starts from the package's shipped weights (same Keras classes, so the same architecture) and trains the
 classic MTCNN multi-task loss:
@@ -27,6 +27,9 @@ faces the cascade still loses at R-Net; the unmasked half and the distillation a
 ``--part-pos IOU``: masked part faces whose box target overlaps the crop with IoU >= IOU count as positives
 (the classic recipe ignores part faces in the face loss; on the dev parts most masked faces R-Net loses have
 no P-Net candidate above IoU 0.6, and the fine-tuned R-Net passed 77% of such masked crops, 84% of unmasked).
+
+``--box-only`` (tried for P-Net): the face score is distilled from the stock net on every crop, so the net
+keeps its candidates, and only the boxes learn from the labels (masked faces' boxes placed for R-Net).
 
 Augmentation: mirror (offsets and landmarks mirrored, left/right points swapped), brightness/contrast.
 One TensorFlow thread; stops after --minutes. Weights go to .cache/mtcnn/<net>_weights.npz (the last
@@ -70,6 +73,13 @@ def augment(x, off, lm, rng):
     return ((x - 127.5) / 128.0).astype(np.float32), off.astype(np.float32), lm.astype(np.float32)
 
 
+def heads(net, xb, training: bool = False) -> list:
+    """The net's outputs as (N, K) tensors: P-Net, fully convolutional, gives (N, 1, 1, K) on a 12 px crop."""
+    import tensorflow as tf
+
+    return [tf.reshape(o, [tf.shape(o)[0], -1]) for o in net(xb, training=training)]
+
+
 def onet_features(net, xs: np.ndarray) -> np.ndarray:
     """O-Net's 256-d features (after prelu5), which its three heads read; the package's call() order."""
     h = xs
@@ -109,7 +119,7 @@ def refit_landmarks(net, x: np.ndarray, lm: np.ndarray, lm_w: np.ndarray, ridge:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--net", required=True, choices=["rnet", "onet"])
+    ap.add_argument("--net", required=True, choices=["pnet", "rnet", "onet"])
     ap.add_argument("--minutes", type=float, default=12)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -127,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hard-pos", type=float, default=1.0, help="weight of masked positives the start net rejects")
     ap.add_argument("--hard-below", type=float, default=0.6, help="'rejects': start net's face score below this")
     ap.add_argument("--part-pos", type=float, default=0.0, help="masked part faces with IoU >= this: positives")
+    ap.add_argument("--box-only", action="store_true",
+                    help="the face score is distilled from the stock net on every crop; only the boxes learn from labels")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -161,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     n_val = max(1, len(x) // 20)
     val, tr = order[:n_val], order[n_val:]
     net = keras_net(args.net, args.init)
-    teacher = keras_net(args.net) if args.distill > 0 else None
+    teacher = keras_net(args.net) if args.distill > 0 or args.box_only else None
     opt = tf.keras.optimizers.Adam(args.lr)
     pos_w = np.ones(len(x), np.float32)
     if args.hard_pos != 1.0:
-        start = np.concatenate([net((x[a:a + 2048].astype(np.float32) - 127.5) / 128.0, training=False)[-1]
+        start = np.concatenate([heads(net, (x[a:a + 2048].astype(np.float32) - 127.5) / 128.0)[-1]
                                 .numpy()[:, 1] for a in range(0, len(x), 2048)])
         hard = (cls == 1) & (group == 2) & (start < args.hard_below)
         pos_w[hard] = args.hard_pos
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return tf.reduce_sum(v * m) / tf.maximum(tf.reduce_sum(m), 1)
 
     def losses(xb, cb, ob, lb, wb, gb, training, pw=None):
-        outs = net(xb, training=training)
+        outs = heads(net, xb, training)
         reg, prob = outs[0], outs[-1]
         y = tf.cast(tf.maximum(cb, 0), tf.int32)
         ce = -tf.math.log(tf.clip_by_value(tf.gather(prob, y, batch_dims=1), 1e-7, 1.0))
@@ -201,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             l_lm = mean_over(tf.reduce_sum((outs[1] - lb) ** 2, 1), wb)
         l_kd = tf.constant(0.0)
         if teacher is not None:
-            t_outs = teacher(xb, training=False)
+            t_outs = heads(teacher, xb)
             t_reg, t_p = t_outs[0], t_outs[-1][:, 1]
             right = tf.where(cb == 1, t_p > 0.5, tf.where(cb == 0, t_p < 0.5, True))
             anchor = tf.cast(((gb == 1) | (gb == 3)) & right, tf.float32)
@@ -210,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             kd -= -(t_p * tf.math.log(tf.clip_by_value(t_p, 1e-7, 1.0))
                     + (1 - t_p) * tf.math.log(tf.clip_by_value(1 - t_p, 1e-7, 1.0)))  # KL: 0 when equal
             face = anchor * tf.cast(gb == 1, tf.float32)
+            if args.box_only:  # the stock face score on every crop: the same candidates, better placed boxes
+                l_cls = tf.reduce_mean(kd)
             l_kd = mean_over(kd, anchor) + W_BOX * mean_over(tf.reduce_sum((reg - t_reg) ** 2, 1), face)
         return l_cls, l_box, l_lm, l_kd
 
@@ -226,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         xs = ((x[val].astype(np.float32) - 127.5) / 128.0)
         l_cls, l_box, l_lm, l_kd = (float(v) for v in losses(xs, cls[val], off[val], lm[val], lm_w[val],
                                                               group[val], False))
-        prob = net(xs, training=False)[-1].numpy()[:, 1]
+        prob = heads(net, xs)[-1].numpy()[:, 1]
         c, g, k = cls[val], group[val], kind[val]
         acc = float(((prob > 0.5) == (c == 1))[c >= 0].mean())
         rate = lambda m: round(float((prob[m] > 0.7).mean()), 4) if m.any() else None  # noqa: E731
