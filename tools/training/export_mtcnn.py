@@ -66,7 +66,7 @@ def shift_face_logit(net, name: str, dev_threshold: float) -> None:
     from mask_guard.config import FacesConfig
 
     config_t = FacesConfig().thresholds[{"pnet": 0, "rnet": 1, "onet": 2}[name]]
-    layer = {"pnet": net.conv4_2, "rnet": net.fc5_2, "onet": net.fc6_3}[name]
+    layer = getattr(net, {"pnet": "conv4_2", "rnet": "fc5_2", "onet": "fc6_3"}[name])
     k, b = layer.get_weights()
     logit = lambda t: float(np.log(t / (1 - t)))  # noqa: E731
     b = b.copy()
