@@ -132,15 +132,14 @@ def greedy_match(dist: np.ndarray, threshold: float, rows: np.ndarray, cols: np.
     if not len(rows) or not len(cols):
         return []
     sub = dist[rows][:, cols]
-    key = sub if order is None else np.where(sub < threshold, order[rows][:, cols], np.inf)
+    # pairs at or beyond the threshold may never match: they sort last, and the walk stops at the first
+    key = np.where(sub < threshold, sub if order is None else order[rows][:, cols], np.inf)
     flat = np.argsort(key, axis=None, kind="stable")
     pairs, used_r, used_c = [], set(), set()
     for k in flat:
         i, j = divmod(int(k), sub.shape[1])
-        if sub[i, j] >= threshold:
-            if order is None:
-                break
-            continue
+        if key[i, j] == np.inf:
+            break
         if i in used_r or j in used_c:
             continue
         used_r.add(i)

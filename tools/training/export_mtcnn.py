@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="masks: threshold chosen on the dev parts, baked in as a bias shift (see above)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in (NETS if args.weights == "stock" else args.nets or FINE_TUNED):
-        if args.nets and name not in args.nets:
-            continue
+    for name in args.nets or (NETS if args.weights == "stock" else FINE_TUNED):
         if args.weights == "stock":
             net, path = keras_net(name), args.out / f"mtcnn_{name}.tflite"
         else:

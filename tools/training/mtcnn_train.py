@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from mtcnn_common import CACHE  # noqa: E402
+from mask_guard.faces import normalize  # noqa: E402  (the runtime's input scaling)
 
 W_BOX, W_LM = 0.5, 1.0
 MIRROR_LM = [1, 0, 2, 4, 3]  # left eye <-> right eye, mouth left <-> mouth right
@@ -101,7 +102,7 @@ def refit_landmarks(net, x: np.ndarray, lm: np.ndarray, lm_w: np.ndarray, ridge:
     feats, tgts = [], []
     for a in range(0, len(sel), 512):
         idx = sel[a:a + 512]
-        xb = (x[idx].astype(np.float32) - 127.5) / 128.0
+        xb = normalize(x[idx])
         t = lm[idx].astype(np.float64)
         tm = t.copy()
         tm[:, :5] = 1.0 - t[:, :5][:, MIRROR_LM]
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = tf.keras.optimizers.Adam(args.lr)
     pos_w = np.ones(len(x), np.float32)
     if args.hard_pos != 1.0:
-        start = np.concatenate([heads(net, (x[a:a + 2048].astype(np.float32) - 127.5) / 128.0)[-1]
+        start = np.concatenate([heads(net, normalize(x[a:a + 2048]))[-1]
                                 .numpy()[:, 1] for a in range(0, len(x), 2048)])
         hard = (cls == 1) & (group == 2) & (start < args.hard_below)
         pos_w[hard] = args.hard_pos
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return l_cls, l_box, l_lm, l_kd
 
     def evaluate():
-        xs = ((x[val].astype(np.float32) - 127.5) / 128.0)
+        xs = normalize(x[val])
         l_cls, l_box, l_lm, l_kd = (float(v) for v in losses(xs, cls[val], off[val], lm[val], lm_w[val],
                                                               group[val], False))
         prob = heads(net, xs)[-1].numpy()[:, 1]
