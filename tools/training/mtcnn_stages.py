@@ -57,8 +57,12 @@ def lost_at(gt: np.ndarray, trace: dict, final: np.ndarray, thr: float) -> list[
     return out
 
 
-def run(weights: str, model_dir: Path, part: str, thr: float, thresholds: list | None = None) -> dict:
-    det = detector(weights, model_dir, **({"thresholds": thresholds} if thresholds else {}))
+def run(weights: str, model_dir: Path, part: str, thr: float, thresholds: list | None = None,
+        scale_factor: float | None = None) -> dict:
+    over = {"thresholds": thresholds} if thresholds else {}
+    if scale_factor:
+        over["scale_factor"] = scale_factor
+    det = detector(weights, model_dir, **over)
     faces, per_set, ms = [], {}, []
     for s, path, gt in scene_images(part):
         img = rgb(path)
@@ -112,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iou", type=float, default=0.3)
     ap.add_argument("--per-set", action="store_true", help="also one table per scene set")
     ap.add_argument("--thresholds", type=float, nargs=3, help="P-/R-/O-Net thresholds (default: the config's)")
+    ap.add_argument("--scale-factor", type=float, help="pyramid step (default: the config's)")
     ap.add_argument("--json", type=Path, help=f"also write the rows here (e.g. {CACHE}/stages.json)")
     args = ap.parse_args(argv)
     out = {}
     for w in args.weights:
-        res = run(w, args.model_dir, args.part, args.iou, args.thresholds)
+        res = run(w, args.model_dir, args.part, args.iou, args.thresholds, args.scale_factor)
         out[w] = res
-        print(f"\n## {w} weights, {args.part} part ({res['model_dir']}, thresholds {args.thresholds or 'default'}): "
+        print(f"\n## {w} weights, {args.part} part ({res['model_dir']}, thresholds {args.thresholds or 'default'}, "
+              f"scale step {args.scale_factor or 'default'}): "
               f"{res['ms_median']:.1f} ms median per image (1 thread)\n")
         print(table(res))
         if args.per_set:
