@@ -221,6 +221,32 @@ def test_a_second_box_on_the_lower_half_of_a_face_merges_into_that_person(tmp_pa
     assert len(decisions) == 1
 
 
+def test_a_box_on_the_chest_under_a_face_that_shows_no_mouth_merges_into_that_person(tmp_path):
+    # crowd_montage: MTCNN's box on a bald man's chest, 0.62 of his face's width, its top at his chin
+    head = walk(0, 40, Verdict.NO_MASK, 300, 300, s0=90, s1=90, y=200)
+    chest = walk(0, 40, Verdict.MASK, 310, 310, s0=56, s1=56, y=200 + 45 + 30)
+    alerts, decisions, totals, _ = run(script_of(40, head, chest), tmp_path)
+    assert totals["people"] == 1 and totals["unmasked"] == 1 and totals["masked"] == 0
+    assert len(alerts) == 1 and len(decisions) == 1
+
+
+def test_a_face_under_a_face_that_shows_a_mouth_is_a_person_of_its_own(tmp_path):
+    # a child held in front of an adult: never merged while a mouth shows, so no alert is ever suppressed
+    adult = walk(0, 40, Verdict.MASK, 300, 300, s0=100, s1=100, y=150)
+    child = walk(0, 40, Verdict.NO_MASK, 300, 300, s0=60, s1=60, y=150 + 50 + 35)
+    alerts, decisions, totals, _ = run(script_of(40, adult, child), tmp_path)
+    assert totals["people"] == 2 and totals["unmasked"] == 1 and totals["masked"] == 1
+    assert len(alerts) == 1
+
+
+def test_a_smaller_face_beside_or_far_below_a_face_is_a_person_of_its_own(tmp_path):
+    adult = walk(0, 40, Verdict.MASK, 300, 300, s0=100, s1=100, y=150)
+    beside = walk(0, 40, Verdict.MASK, 420, 420, s0=60, s1=60, y=230)  # centred off the adult's span
+    far = walk(0, 40, Verdict.MASK, 300, 300, s0=60, s1=60, y=150 + 50 + 100 + 40)  # top > a face height under
+    alerts, decisions, totals, _ = run(script_of(40, adult, beside, far), tmp_path)
+    assert totals["people"] == 3 and totals["masked"] == 3
+
+
 def test_two_people_side_by_side_are_two_people(tmp_path):
     a = walk(0, 30, Verdict.MASK, 150, 160, s0=100, s1=100)
     b = walk(0, 30, Verdict.NO_MASK, 450, 460, s0=90, s1=90)
