@@ -43,13 +43,15 @@ INNER_AREA = 0.6  # ... that is at least 1 / this larger: a part of that face, n
 BELOW_WIDTH = 0.75  # ... at most this share of the face's width
 
 
-def _below(boxes: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(N, M): box n lies under face m the way MTCNN's box on a neck or chest does (see BELOW_WIDTH)."""
+def under_a_face(boxes: np.ndarray, faces: np.ndarray, shows_mouth: np.ndarray) -> np.ndarray:
+    """(N,): box n shows no mouth and lies under one of ``faces`` the way MTCNN's box on a neck or chest
+    does (see BELOW_WIDTH), so it is a part of that person. ``shows_mouth``: (N,) verdict is no_mask."""
     bw, fw, fh = boxes[:, 2] - boxes[:, 0], faces[:, 2] - faces[:, 0], faces[:, 3] - faces[:, 1]
     dx = np.abs((boxes[:, 0] + boxes[:, 2])[:, None] - (faces[:, 0] + faces[:, 2])[None, :]) / 2
     top = boxes[:, 1][:, None]
-    return ((bw[:, None] < BELOW_WIDTH * fw[None, :]) & (dx <= fw[None, :] / 2)
-            & (top >= (faces[:, 1] + faces[:, 3])[None, :] / 2) & (top <= (faces[:, 3] + fh)[None, :]))
+    below = ((bw[:, None] < BELOW_WIDTH * fw[None, :]) & (dx <= fw[None, :] / 2)
+             & (top >= (faces[:, 1] + faces[:, 3])[None, :] / 2) & (top <= (faces[:, 3] + fh)[None, :]))
+    return below.any(axis=1) & ~np.asarray(shows_mouth, bool)
 
 
 def to_rgb(image_bgr: np.ndarray) -> Optional[np.ndarray]:
@@ -272,7 +274,7 @@ class Pipeline:
 
     def _outer_faces(self, faces: list[FaceResult]) -> list[int]:
         """Indices of the faces that may be people: not mostly inside a larger face box of this frame or of
-        a tracked person (their last estimate), nor under one showing no mouth (``_below``). The others are
+        a tracked person (their last estimate), nor under one showing no mouth (``under_a_face``). The others are
         merged: they keep no track and cast no vote."""
         if not faces:
             return []
@@ -282,8 +284,8 @@ class Pipeline:
         big = np.concatenate([boxes, np.array(others, np.float64).reshape(-1, 4)])
         inside = iou(boxes, big, method="min") >= INNER_OVERLAP
         smaller = area(boxes)[:, None] < INNER_AREA * area(big)[None, :]
-        inner = (inside & smaller).any(axis=1) | (_below(boxes, big) & np.array(
-            [f.verdict is not Verdict.NO_MASK for f in faces])[:, None]).any(axis=1)
+        shows_mouth = np.array([f.verdict is Verdict.NO_MASK for f in faces])
+        inner = (inside & smaller).any(axis=1) | under_a_face(boxes, big, shows_mouth)
         for i in np.nonzero(inner)[0]:
             faces[i].votes = False
         return [i for i in range(len(faces)) if not inner[i]]

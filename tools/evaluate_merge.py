@@ -1,4 +1,4 @@
-"""What the below-face merge rule (``mask_guard.pipeline._below``, README "When it counts") does on scene photos.
+"""What the below-face merge rule (``mask_guard.pipeline.under_a_face``, README "When it counts") does on scene photos.
 
 Reads ``tools/evaluate.py --runner daemon --json`` outputs and applies the daemon's rule per image: a
 detection that shows no mouth (verdict not ``no_mask``) and lies under a larger detection of the same
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mask_guard.pipeline import _below  # noqa: E402
+from mask_guard.pipeline import under_a_face  # noqa: E402
 
 
 def merged(run: dict) -> list[dict]:
@@ -33,8 +33,8 @@ def merged(run: dict) -> list[dict]:
     out = []
     for dets in per.values():
         boxes = np.array([d["box"] for d in dets], np.float64).reshape(-1, 4)
-        under = _below(boxes, boxes).any(axis=1)
-        out += [d for d, u in zip(dets, under) if u and d["verdict"] != "no_mask"]
+        under = under_a_face(boxes, boxes, np.array([d["verdict"] == "no_mask" for d in dets]))
+        out += [d for d, u in zip(dets, under) if u]
     return out
 
 
