@@ -204,6 +204,8 @@ def mine(net: str, args) -> dict:
             bg = bg[iou(bg, faces).max(1) < NEG]
         sink.add(nimg, bg, np.zeros(len(bg)), bg, src=3)
         loose_masks(sink, img, faces, rng, args.loose, templates, tex)
+        if args.scene_synth and any(c == "without_mask" for c, _ in gt):
+            scene_synth(sink, det, img, nimg, gt, tg, fk, rng, args, net)
     print(f"scene crops: {sum(len(c) for c in sink.cls)} ({time.time() - t0:.0f} s)", flush=True)
     utk_faces(sink, det, rng, args)
     return finish(sink, net, style, time.time() - t0, args.out_suffix)
@@ -238,6 +240,55 @@ def loose_masks(sink: Sink, img: np.ndarray, faces: np.ndarray, rng, n: int, tem
         sink.add(norm(shown), boxes, np.zeros(len(boxes)), boxes, src=6, kind=KINDS["loose_mask"])
 
 
+def rich_synth():
+    """The mouth model's synthesiser (tools/training/mask_synth.py): colours (black too), valves, skin tones."""
+    from mask_synth import MaskSynth
+    return MaskSynth(data_dir() / "mask_templates")
+
+
+def rich_mask(synth, rng, img: np.ndarray, lm: np.ndarray):
+    """``img`` with a mask_synth mask (no gas respirators, as in mtcnn_synth), or None where none fits."""
+    from mask_synth import FAMILIES
+    fams = [f for f in FAMILIES if f != "gas"]
+    p = np.array([FAMILIES[f][1] for f in fams])
+    out = synth.apply(rng, img, lm, family=fams[rng.choice(len(fams), p=p / p.sum())])
+    return None if out is None else out[0]
+
+
+def scene_synth(sink: Sink, det, img, nimg, gt, tg, fk, rng, args, net: str) -> None:
+    """Masks drawn on unmasked train-scene faces (>= 20 px, placed by the stock cascade's landmarks): masked
+    faces at scene scale, blur and light. The cascade runs again on the new image, so R-/O-Net also learn
+    from the (often off-centre) candidates P-Net gives a masked face, as at run time."""
+    faces = np.array([b for _, b in gt], np.float64).reshape(-1, 4)
+    d = det.detect(img)
+    if not len(d):
+        return
+    m = iou(faces, d.boxes)
+    shown, kinds, drawn = img, list(fk), []
+    for i, (cls, f) in enumerate(gt):
+        j = int(m[i].argmax())
+        if cls != "without_mask" or m[i, j] < 0.5 or f[2] - f[0] < 20 or rng.random() >= args.scene_synth:
+            continue
+        out = rich_mask(args.scene_synth_obj, rng, shown, d.landmarks[j])
+        if out is None:
+            continue
+        shown, kinds[i] = out, KINDS["synthetic_mask"]
+        drawn.append(i)
+    if not drawn:
+        return
+    nshown = norm(shown)
+    tr = det.stages(shown)
+    cand = tr["pnet"][:, :4] if net in ("pnet", "rnet") else bx.square(tr["rnet"][:, :4].copy())
+    if len(cand):  # the candidates on the drawn faces only (the rest of the image is mined above)
+        near = iou(cand, faces[drawn]).max(1) >= PART
+        sink.label(nshown, cand[near], faces, tg, src=7, teacher_img=nimg, keep_neg=False, face_kinds=kinds)
+    for i in drawn:
+        sink.label(nshown, jitter(faces[i], rng, 3, 0.1, 0.85, 1.15), faces, tg, src=7, teacher_img=nimg,
+                   face_kinds=kinds)
+        sink.label(nshown, jitter(faces[i], rng, 2, 0.35, 0.7, 1.4), faces, tg, src=7, teacher_img=nimg,
+                   face_kinds=kinds)
+
+
 def utk_faces(sink: Sink, det, rng, args) -> None:
     files = sorted((data_dir() / "faces" / "utkface" / "without_mask").glob("*.jpg"))
     if not files or not args.utk:
@@ -252,7 +303,11 @@ def utk_faces(sink: Sink, det, rng, args) -> None:
             continue
         box, lm = d.boxes[0].astype(np.float64), d.landmarks[0]
         masked = rng.random() < args.utk_masked
-        if masked:
+        if masked and args.synth_obj is not None:
+            out = rich_mask(args.synth_obj, rng, img, lm)
+            shown = out if out is not None else img
+            masked = out is not None
+        elif masked:
             shown = mtcnn_synth.put_mask(img, lm, templates, tex, rng, below_nose=rng.random() < 0.25)
         else:
             shown = img
@@ -309,7 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-suffix", default="", help="write <net>_data<suffix>.npz (keep the old data)")
     ap.add_argument("--limit", type=int, default=0, help="first N train images only (a quick try)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synth", default="templates", choices=["templates", "rich"],
+                    help="synthetic masks: the bare templates (mtcnn_synth) or mask_synth's colours, valves, skin tones")
+    ap.add_argument("--scene-synth", type=float, default=0.0,
+                    help="share of unmasked train-scene faces also drawn with a synthetic mask (0: none)")
     args = ap.parse_args(argv)
+    args.synth_obj = rich_synth() if args.synth == "rich" else None
+    args.scene_synth_obj = (args.synth_obj or rich_synth()) if args.scene_synth else None
     mine(args.net, args)
     return 0
 

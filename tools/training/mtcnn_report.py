@@ -4,9 +4,12 @@
   mean distance of MTCNN's 5 points to the 68-point eye centres (36-41, 42-47), nose tip (30) and mouth
   corners (48, 54), as a share of the eye-centre distance; faces not found are counted apart;
 * clips: detections over every --step-th frame of ../shared/data/videos/*.mp4 (no ground truth: counts);
-* time: MTCNN per 640x480 frame (scene test images resized), both weights interleaved, 1 thread.
+* time: MTCNN per 640x480 frame (scene test images resized), both weights interleaved, 1 thread;
+* rmfd: ``faces/rmfd/with_mask_scenes`` (1,000 real photos of masked people, no boxes, never used to train or
+  tune MTCNN): the share of photos in which any face is found, each photo framed in a 20 % grey border (as
+  tools/evaluate_faces.py frames its photos): a masked-face recall check on a source the nets never saw.
 
-    .venv/bin/python tools/training/mtcnn_report.py [--model-dir models/] [--only landmarks clips time]
+    .venv/bin/python tools/training/mtcnn_report.py [--model-dir models/] [--only landmarks clips time rmfd]
 """
 from __future__ import annotations
 
@@ -97,10 +100,26 @@ def timing(dets: dict, n: int, repeats: int) -> dict:
     return out
 
 
+def rmfd(dets: dict) -> dict:
+    root = data_dir() / "faces" / "rmfd"
+    files = [root / r["file"] for r in csv.DictReader(open(root / "manifest.csv"))]
+    found = {w: 0 for w in dets}
+    for path in files:
+        img = rgb(path)
+        pad = int(0.2 * max(img.shape[:2]))
+        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        for w, det in dets.items():
+            found[w] += len(det.detect(img)) > 0
+    out = {w: {"photos": len(files), "with_a_face": n, "pct": round(100 * n / max(len(files), 1), 1)}
+           for w, n in found.items()}
+    print(f"rmfd (masked people, photos with a face found): {out}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", type=Path, default=MODELS)
-    ap.add_argument("--only", nargs="+", default=["landmarks", "clips", "time"])
+    ap.add_argument("--only", nargs="+", default=["landmarks", "clips", "time", "rmfd"])
     ap.add_argument("--step", type=int, default=3, help="every Nth clip frame")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
@@ -114,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         out["clips"] = clips(dets, args.step)
     if "time" in args.only:
         out["time"] = timing(dets, args.frames, args.repeats)
+    if "rmfd" in args.only:
+        out["rmfd"] = rmfd(dets)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     return 0
