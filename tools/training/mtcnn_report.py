@@ -100,9 +100,10 @@ def timing(dets: dict, n: int, repeats: int) -> dict:
     return out
 
 
-def rmfd(dets: dict) -> dict:
+def rmfd(dets: dict, step: int = 1) -> dict:
+    """Per weights: RMFD photos (every ``step``-th) in which any face is found."""
     root = data_dir() / "faces" / "rmfd"
-    files = [root / r["file"] for r in csv.DictReader(open(root / "manifest.csv"))]
+    files = [root / r["file"] for r in csv.DictReader(open(root / "manifest.csv"))][::step]
     found = {w: 0 for w in dets}
     for path in files:
         img = rgb(path)
