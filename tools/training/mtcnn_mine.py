@@ -14,6 +14,10 @@ Per net (P-Net 12 px, R-Net 24 px, O-Net 48 px crops, cut exactly like the runti
   face (as if held in a hand), no face behind it; boxes around the mask alone and face-like boxes with the
   mask in their lower half, all negative (the first fine-tune took a hand-held KF94 for a face).
 
+Off by default, tried for the card and not shipped: ``--synth rich`` draws mask_synth.py's masks (black and
+coloured respirators, valves, skin tones) instead of the bare templates, and ``--scene-synth P`` also draws
+them on a share P of the unmasked train-scene faces, with P-Net re-run on the drawn image.
+
 Every crop also gets a ``kind`` (KINDS below: what it shows), so training can balance masked and unmasked
 positives and distil the stock net only where it must not change (real unmasked faces, plain negatives).
 
