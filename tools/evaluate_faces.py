@@ -41,8 +41,8 @@ PAD = 0.4
 SYNTH_FAMILIES = ("kn95", "n95", "surgical", "cloth", "gas")
 
 
-def framed(bgr: np.ndarray) -> np.ndarray:
-    p = int(PAD * max(bgr.shape[:2]))
+def framed(bgr: np.ndarray, pad: float = PAD) -> np.ndarray:
+    p = int(pad * max(bgr.shape[:2]))
     return cv2.copyMakeBorder(bgr, p, p, p, p, cv2.BORDER_CONSTANT, value=(128, 128, 128))
 
 

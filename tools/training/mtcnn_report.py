@@ -6,8 +6,9 @@
 * clips: detections over every --step-th frame of ../shared/data/videos/*.mp4 (no ground truth: counts);
 * time: MTCNN per 640x480 frame (scene test images resized), both weights interleaved, 1 thread;
 * rmfd: ``faces/rmfd/with_mask_scenes`` (1,000 real photos of masked people, no boxes, never used to train or
-  tune MTCNN): the share of photos in which any face is found, each photo framed in a 20 % grey border (as
-  tools/evaluate_faces.py frames its photos): a masked-face recall check on a source the nets never saw.
+  tune MTCNN): the share of photos in which any face is found, each photo framed in a 20 % grey border
+  (tools/evaluate_faces.py's ``framed``, which gives its tight face photos 40 %; these are scenes): a
+  masked-face recall check on a source the nets never saw.
 
     .venv/bin/python tools/training/mtcnn_report.py [--model-dir models/] [--only landmarks clips time rmfd]
 """
@@ -27,6 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtcnn_common import CACHE, MODELS, data_dir, detector, rgb, scene_images  # noqa: E402
+from evaluate_faces import framed  # noqa: E402  (tools/ is on the path through mtcnn_common)
 from mask_guard.boxes import iou  # noqa: E402
 
 WEIGHTS = ("stock", "masks")
@@ -106,9 +108,7 @@ def rmfd(dets: dict, step: int = 1) -> dict:
     files = [root / r["file"] for r in csv.DictReader(open(root / "manifest.csv"))][::step]
     found = {w: 0 for w in dets}
     for path in files:
-        img = rgb(path)
-        pad = int(0.2 * max(img.shape[:2]))
-        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        img = framed(rgb(path), pad=0.2)
         for w, det in dets.items():
             found[w] += len(det.detect(img)) > 0
     out = {w: {"photos": len(files), "with_a_face": n, "pct": round(100 * n / max(len(files), 1), 1)}
