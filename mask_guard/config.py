@@ -83,6 +83,14 @@ class FacesConfig:
                             item=float, min=0.0, max=1.0)
     scale_factor: float = _opt(0.709, "image pyramid scale step", min=0.3, max=0.95)
     num_threads: int = _opt(2, "TFLite threads for MTCNN", min=1, max=16)
+    # A masked face's P-Net box is often off-centre, so R-Net sees half a face and rejects it; cropping again where
+    # R-Net's own box puts the face finds more of them, but off by default: on a real clip it split one person in
+    # two (models/MTCNN_MODEL_CARD.md, "second look").
+    second_look_from: float = _opt(1.0, "R-Net candidates scored between this and the R-Net threshold are cropped "
+                                   "again where R-Net's box puts the face and scored once more (measured: 0.3); "
+                                   ">= the R-Net threshold: off, the mtcnn package's cascade", min=0.0, max=1.0)
+    second_look_onet: float = _opt(0.95, "a face only the second look let through must reach this O-Net score "
+                                   "(it keeps the false faces down)", min=0.0, max=1.0)
     # The package's R-/O-Net drop ~1 in 5 masked faces; the fine-tune (distilled from stock) finds most of them with
     # as many unmasked faces and fewer false ones on the dev parts, so it is the default (models/MTCNN_MODEL_CARD.md).
     weights: str = _opt("masks", "MTCNN nets: masks (R-/O-Net fine-tuned on masked faces, models/mtcnn_masks_*) "

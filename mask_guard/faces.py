@@ -238,10 +238,10 @@ class FaceDetector:
             trace["pnet"] = cand
         if not len(cand):
             return None
-        cand = self._rnet(norm, cand, t2, trace)
+        cand, again = self._rnet(norm, cand, t2, trace)
         if not len(cand):
             return None
-        return self._onet(norm, cand, t3, trace)
+        return self._onet(norm, cand, np.where(again, max(t3, self.cfg.second_look_onet), t3), trace)
 
     def pnet_candidates(self, norm: np.ndarray, threshold: float) -> np.ndarray:
         """P-Net over the pyramid of a ``normalize``d image, its NMS: (N, 5) squared boxes + scores."""
@@ -289,20 +289,30 @@ class FaceDetector:
         lms = np.stack([w * lm[:, 0:5] + b[:, 0:1] - 1, h * lm[:, 5:10] + b[:, 1:2] - 1], axis=2)
         return boxes, outs[2][:, 1].astype(np.float64), lms
 
-    def _rnet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None) -> np.ndarray:
+    def _rnet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None):
+        """R-Net, its threshold and NMS: (N, 5) squared boxes + scores, and which of them only the second look
+        (faces.second_look_from) let through. Those go after every first-look box into NMS, so a second look
+        adds faces and never displaces one the first look found."""
         boxes, scores, _ = self.refine("rnet", norm, cand)
-        out = np.column_stack([boxes, scores])
+        out = np.column_stack([boxes, scores, np.zeros(len(boxes))])
+        band = (scores > self.cfg.second_look_from) & (scores <= threshold)
+        if band.any():
+            b2, s2, _ = self.refine("rnet", norm, bx.square(boxes[band]))
+            ok = s2 > threshold
+            out = np.vstack([out, np.column_stack([b2[ok], s2[ok], np.ones(int(ok.sum()))])])
         out = out[out[:, 4] > threshold]
-        out = out[bx.descending(out[:, 4])]
+        # First-look boxes first, each group by score (the package's tie order).
+        out = np.concatenate([g[bx.descending(g[:, 4])] for g in (out[out[:, 5] == 0], out[out[:, 5] > 0])])
         if trace is not None:
-            trace["rnet_pass"] = out.copy()
+            trace["rnet_pass"] = out[:, :5].copy()
         out = out[bx.nms_any_higher(out[:, :4], NMS_RNET, "union")]
         if trace is not None:
-            trace["rnet"] = out.copy()
+            trace["rnet"] = out[:, :5].copy()
         out[:, :4] = bx.square(out[:, :4])
-        return out
+        return out[:, :5], out[:, 5] > 0
 
-    def _onet(self, norm: np.ndarray, cand: np.ndarray, threshold: float, trace: dict | None = None):
+    def _onet(self, norm: np.ndarray, cand: np.ndarray, threshold, trace: dict | None = None):
+        """O-Net; ``threshold``: one for all candidates or one per candidate."""
         boxes, scores, lms = self.refine("onet", norm, cand)  # lms (N, 5, 2): eyes l/r, nose, mouth l/r
         ok = np.nonzero(scores > threshold)[0]
         ok = ok[bx.descending(scores[ok])]
