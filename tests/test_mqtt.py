@@ -251,8 +251,9 @@ def test_a_broker_that_never_answers_does_not_hold_up_the_caller():
             p.state_changed()
             took.append(time.perf_counter() - t)
         assert p.state != "connected" and p.status()["queued"] == 1000  # the default bound
-        # (single calls may wait a GIL switch interval, 5 ms, for the MQTT thread: so the median and the sum)
-        assert np.median(took) < 50e-6 and sum(took) < 0.2, f"median {np.median(took) * 1e6:.0f} us, " \
+        # (single calls may wait a GIL switch interval, 5 ms, for the MQTT thread: so the median and the sum;
+        # the sum's bound allows a loaded 2-core machine: a caller held up by the broker would wait seconds)
+        assert np.median(took) < 50e-6 and sum(took) < 1.0, f"median {np.median(took) * 1e6:.0f} us, " \
                                                             f"sum {sum(took) * 1e3:.0f} ms for 2000 calls"
     finally:
         p.close(timeout=0.1)
