@@ -57,8 +57,8 @@ def _images() -> list[Path]:
 
 
 def _stock(**kw) -> FacesConfig:
-    """The package's nets and cascade (no second look): what the parity tests compare with the mtcnn package."""
-    return FacesConfig(weights="stock", **{"second_look_from": 1.0, **kw})
+    """The package's nets: what the parity tests compare with the mtcnn package."""
+    return FacesConfig(weights="stock", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +402,7 @@ def test_the_second_look_only_adds_faces_and_finds_masked_ones_the_first_look_mi
     face. It never loses a face the first look found, and on real masked photos it finds more (test parts,
     faces >= 40 px, all 412 photos: masked 289 -> 292, unmasked 311 -> 313; models/MTCNN_MODEL_CARD.md)."""
     scenes = _masked_test_scenes(per_set=10_000)  # every test photo with a masked face: a few faces decide
-    first, _ = _found_and_extra(FaceDetector(FacesConfig(weights="masks"), MODELS), scenes)
+    first, _ = _found_and_extra(FaceDetector(FacesConfig(weights="masks", second_look_from=1.0), MODELS), scenes)
     again, _ = _found_and_extra(FaceDetector(FacesConfig(weights="masks", second_look_from=0.3), MODELS), scenes)
     print(f"{len(scenes)} test images, faces >= 40 px found: first look {first}, with the second look {again}")
     assert all(again[k] >= first[k] for k in first)

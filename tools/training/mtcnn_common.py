@@ -48,8 +48,6 @@ def detector(weights: str = "stock", model_dir: Path = MODELS, **overrides) -> F
     cfg = FacesConfig(num_threads=1)
     if hasattr(cfg, "weights"):
         cfg.weights = weights
-    if weights == "stock":  # the package's cascade: no second look (see FacesConfig.second_look_from)
-        cfg.second_look_from = 1.0
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return FaceDetector(cfg, Path(model_dir))
