@@ -10,6 +10,12 @@
    the ``no_mask`` photos of the same masktypes part (never trained on), placed from the landmarks MTCNN
    finds on the bare face.
 
+3. ``faces/rmfd/with_mask_scenes`` (real photos of masked people, whole or half body, another source):
+   the people the mouth model never trained on (its validation identities, ``mouth_common.split_of``),
+   as they are (no border), with no boxes: the largest face found stands for the photo's person. It is
+   not always that person (an unmasked bystander, an inset portrait, or the masked face not found), so
+   "called no_mask" here is an upper bound on false alarms: look at the photos before reading it as one.
+
 Per type it reports: found (a face detected), called no_mask (of all photos), and the verdict mix; for
 ``no_mask`` the first is the alarm rate. Both the daemon's single-frame path (mask_guard.pipeline.Analyzer
 with the shipped config, or --config) and the AIZOOTech SSD peer (tools/peer_aizoo.py) run on the same
@@ -77,6 +83,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     from mask_synth import MaskSynth
+    from mouth_common import split_of
 
     an = Analyzer(load_config(args.config) if args.config else load_config(None))
     peer = AizooPeer()
@@ -109,6 +116,16 @@ def main() -> None:
             res.setdefault(key, {"daemon": [], "aizoo": []})
             res[key]["daemon"].append(largest(daemon_faces(an, sbgr)))
             res[key]["aizoo"].append(largest(peer.detect(sbgr)))
+    rmfd = data_dir() / "faces" / "rmfd"
+    with open(rmfd / "manifest.csv") as f:
+        held_out = [r for r in csv.DictReader(f) if split_of("rmfd:" + r["note"]) == "val"]
+    for r in held_out:
+        img = cv2.imread(str(rmfd / r["file"]))
+        if img is None:
+            continue
+        res.setdefault("rmfd masked people (held out)", {"daemon": [], "aizoo": []})
+        res["rmfd masked people (held out)"]["daemon"].append(largest(daemon_faces(an, img)))
+        res["rmfd masked people (held out)"]["aizoo"].append(largest(peer.detect(img)))
     summary = {k: {runner: tally(v) for runner, v in by.items()} for k, by in res.items()}
     print(f"| type ({args.part} part) | n | ours: found | ours: called no_mask | peer: found | peer: called no_mask |")
     print("|---|---|---|---|---|---|")
