@@ -251,7 +251,7 @@ def build(args) -> None:
     (CACHE / "landmark_check.json").write_text(json.dumps(check, indent=1))
 
     # 2. crops and labels: [mouth, nose, mask] boxes per face (NaN row = not visible / not there)
-    synth = MaskSynth(data_dir() / "mask_templates")
+    synth = MaskSynth(data_dir() / "mask_templates", prints=args.prints)
     rng = np.random.default_rng(args.seed)
     ctx, exact, lab_ctx, lab_exact, meta = [], [], [], [], []
     found = {}
@@ -343,6 +343,8 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", help="detect: auto|project|mtcnn; build: which faces_*.jsonl")
     ap.add_argument("--limit", type=int, default=0, help="detect: images per source (0 = all)")
     ap.add_argument("--seed", type=int, default=0, help="build: which faces get a synthetic mask, and how")
+    ap.add_argument("--prints", type=float, default=0.0, help="build: share of light synthetic masks printed over "
+                    "the mouth (mask_synth.MaskSynth; 0: the draws of the shipped dataset)")
     args = ap.parse_args()
     if args.step == "build" and args.backend == "auto":
         args.backend = "project" if (CACHE / "faces_project.jsonl").exists() else "mtcnn"

@@ -47,8 +47,17 @@ def _skin(image: np.ndarray, eye: np.ndarray, nose: np.ndarray, de: float) -> np
     return np.median(patch.reshape(-1, patch.shape[-1])[:, :3], axis=0).astype(np.float32)
 
 
+PRINT_COLOURS = [(200, 30, 45), (230, 90, 130), (150, 20, 30), (120, 60, 40), (30, 30, 30), (240, 150, 170),
+                 (60, 70, 160)]  # RGB: red, pink, dark red, brown, black, pale pink, blue
+
+
 class MaskSynth:
-    def __init__(self, root: Path):
+    """``prints``: the share of light masks that get a print over the mouth (lips, a smile, a stain, a
+    logo): the mouth detector must read a mark on a mask as the mask, not as a mouth (real false alarms:
+    a white mask with a faint red print, pink printed cloth). 0 keeps every other draw as it was."""
+
+    def __init__(self, root: Path, prints: float = 0.0):
+        self.prints = prints
         self.templates: dict[str, np.ndarray] = {}
         for p in sorted((root / "templates").glob("*.png")):
             im = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
@@ -100,7 +109,41 @@ class MaskSynth:
         out[..., :3] = rgb.astype(np.uint8)
         if family == "n95" and rng.random() < 0.45:
             self._valve(rng, out)
+        if self.prints > 0 and family != "gas" and out[..., :3].mean() > 150 and rng.random() < self.prints:
+            self._mouth_print(rng, out)
         return out
+
+    @staticmethod
+    def _mouth_print(rng, rgba: np.ndarray) -> None:
+        """A mark where the mouth is under the mask: printed lips or a smile, a lipstick smudge or stain,
+        or a small logo of strokes; faint to strong, sometimes blurred by the fabric."""
+        h, w = rgba.shape[:2]
+        cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.38, 0.58)
+        layer = np.zeros((h, w), np.float32)
+        kind = rng.integers(3)
+        if kind == 0:  # lips or a smile
+            ax, ay = w * rng.uniform(0.1, 0.22), h * rng.uniform(0.03, 0.09)
+            if rng.random() < 0.6:
+                cv2.ellipse(layer, (int(cx), int(cy - ay / 2)), (int(ax), max(1, int(ay))), 0, 180, 360, 1.0, -1)
+                cv2.ellipse(layer, (int(cx), int(cy)), (int(ax), max(1, int(ay * 1.3))), 0, 0, 180, 1.0, -1)
+            else:
+                cv2.ellipse(layer, (int(cx), int(cy)), (int(ax), max(1, int(ay * 1.5))), 0, 10, 170, 1.0,
+                            max(1, int(h * 0.03)))
+        elif kind == 1:  # a smudge or stain: soft blobs
+            for _ in range(rng.integers(1, 4)):
+                r = max(1, int(w * rng.uniform(0.04, 0.12)))
+                cv2.circle(layer, (int(cx + rng.normal(0, w * 0.06)), int(cy + rng.normal(0, h * 0.05))), r, 1.0, -1)
+            layer = cv2.GaussianBlur(layer, (0, 0), max(1.0, w * 0.03))
+        else:  # a logo or lettering: a few strokes
+            for _ in range(rng.integers(2, 6)):
+                x0, y0 = cx + rng.normal(0, w * 0.08), cy + rng.normal(0, h * 0.04)
+                x1, y1 = x0 + rng.normal(0, w * 0.08), y0 + rng.normal(0, h * 0.03)
+                cv2.line(layer, (int(x0), int(y0)), (int(x1), int(y1)), 1.0, max(1, int(h * rng.uniform(0.015, 0.04))))
+        if rng.random() < 0.5:
+            layer = cv2.GaussianBlur(layer, (0, 0), max(0.5, w * 0.01))
+        col = np.array(PRINT_COLOURS[rng.integers(len(PRINT_COLOURS))], np.float32)
+        a = (layer * rng.uniform(0.25, 0.9))[..., None] * (rgba[..., 3:4] > 0)
+        rgba[..., :3] = np.clip(rgba[..., :3] * (1 - a) + col * a, 0, 255).astype(np.uint8)
 
     def _texture(self, rng, shape: tuple[int, int]) -> np.ndarray:
         """A random fabric texture, scaled and tiled to ``shape`` (float32 RGB)."""

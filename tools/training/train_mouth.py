@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--mouth-pos-weight", type=float, default=1.0, help="objectness weight of mouth positives "
                     "(> 1 leans toward alarm recall)")
     ap.add_argument("--init", help="start from these weights (e.g. a previous run's best.weights.h5)")
+    ap.add_argument("--freeze-bn", action="store_true", help="keep batch normalisation as it is (inference mode), e.g. "
+                    "for weights recovered from a .tflite (tools/training/recover_mouth.py), whose BN is folded away")
     args = ap.parse_args()
 
     import tensorflow as tf
@@ -159,6 +161,10 @@ def main() -> None:
         anchors = np.array(prev, np.float32)  # the heads were trained for these anchors
         (out / "anchors.json").write_text(json.dumps({"anchors": anchors.tolist(), "width": args.width,
                                                       "input_size": INPUT_SIZE, "init": args.init}))
+    if args.freeze_bn:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False  # Keras 3: a frozen BN also normalises with its moving statistics
     print(f"params {model.count_params()} FLOPs {mm.flops(model) / 1e6:.1f} M", flush=True)
     steps = args.samples // args.batch
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps * args.epochs, alpha=0.02,
