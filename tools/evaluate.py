@@ -160,6 +160,21 @@ def apply_label_fixes(faces: list[dict], path: Path) -> tuple[list[dict], int]:
     return out, len(used)
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of the share k / n: a test part holds ~70-330 faces per class, so one face
+    moves a figure by 0.3-1.4 points, and a target must be read against this spread."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = k / n
+    mid, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [round(float((mid - half) / (1 + z * z / n)), 4), round(float((mid + half) / (1 + z * z / n)), 4)]
+
+
+def _with_ci(b: dict, key: str) -> str:
+    lo, hi = b.get(f"{key}_ci", [float("nan")] * 2)
+    return f"{b[key]:.1%} ({100 * lo:.0f}-{100 * hi:.0f})"
+
+
 def summarize(faces: list[dict], extras: list[dict], ms: list[float]) -> dict:
     n_img = len(ms)
     out = {"images": n_img, "ms_per_image_mean": round(float(np.mean(ms)), 1) if ms else None,
@@ -177,6 +192,8 @@ def summarize(faces: list[dict], extras: list[dict], ms: list[float]) -> dict:
         b["alarm_recall_of_found"] = round(nm["calls"]["no_mask"] / max(sum(nm["calls"].values()), 1), 4)
         b["false_alarm_masked"] = round(wm["calls"]["no_mask"] / max(wm["n"], 1), 4)
         b["false_alarm_masked_of_found"] = round(wm["calls"]["no_mask"] / max(sum(wm["calls"].values()), 1), 4)
+        b["alarm_recall_ci"] = wilson(nm["calls"]["no_mask"], nm["n"])
+        b["false_alarm_masked_ci"] = wilson(wm["calls"]["no_mask"], wm["n"])
         ex = [e for e in extras if e["w"] >= lo]
         b["unmatched_detections"] = len(ex)
         b["no_mask_on_non_faces_per_100_images"] = round(100 * sum(e["verdict"] == "no_mask" for e in ex) / max(n_img, 1), 2)
@@ -192,9 +209,10 @@ def markdown(s: dict) -> str:
             ("face recall without_mask", lambda b: f"{b['without_mask']['face_recall']:.1%}"),
             ("face recall with_mask", lambda b: f"{b['with_mask']['face_recall']:.1%}"),
             ("face recall with_incorrect_mask", lambda b: f"{b['with_incorrect_mask']['face_recall']:.1%}"),
-            ("**alarm recall** (no_mask / all unmasked)", lambda b: f"**{b['alarm_recall']:.1%}**"),
+            ("**alarm recall** (no_mask / all unmasked; 95 % interval)", lambda b: f"**{_with_ci(b, 'alarm_recall')}**"),
             ("alarm recall of found unmasked faces", lambda b: f"{b['alarm_recall_of_found']:.1%}"),
-            ("**false alarms on masked** (no_mask / all masked)", lambda b: f"**{b['false_alarm_masked']:.1%}**"),
+            ("**false alarms on masked** (no_mask / all masked; 95 % interval)",
+             lambda b: f"**{_with_ci(b, 'false_alarm_masked')}**"),
             ("false alarms of found masked faces", lambda b: f"{b['false_alarm_masked_of_found']:.1%}"),
             ("no_mask on non-faces per 100 images", lambda b: b["no_mask_on_non_faces_per_100_images"]),
             ("with_incorrect_mask calls no_mask/below_nose/mask/unsure",
@@ -242,13 +260,15 @@ def contact_sheet(faces: list[dict], path: Path, n: int = 16, size: int = 80, mi
 
 def side_by_side(sets: dict[str, dict[str, dict]]) -> str:
     """The headline figures per set and runner: {set: {runner: summary}} -> Markdown."""
-    lines = ["| set | runner | images | alarm recall >=40 | false alarms >=40 | alarm recall >=24 | false alarms >=24 "
+    lines = ["| set | runner | images | alarm recall >=40 (95 % interval) | false alarms >=40 (95 % interval) "
+             "| alarm recall >=24 | false alarms >=24 "
              "| face recall masked >=40 | unmatched dets /100 img | no_mask on non-faces /100 img |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, by in sets.items():
         for runner, s in by.items():
             b40, b24, ball = s["buckets"][">=40px"], s["buckets"][">=24px"], s["buckets"]["all"]
-            lines.append(f"| {name} | {runner} | {s['images']} | {b40['alarm_recall']:.1%} | {b40['false_alarm_masked']:.1%} "
+            lines.append(f"| {name} | {runner} | {s['images']} | {_with_ci(b40, 'alarm_recall')} "
+                         f"| {_with_ci(b40, 'false_alarm_masked')} "
                          f"| {b24['alarm_recall']:.1%} | {b24['false_alarm_masked']:.1%} "
                          f"| {b40['with_mask']['face_recall']:.1%} "
                          f"| {100 * ball['unmatched_detections'] / max(s['images'], 1):.1f} "
@@ -285,6 +305,7 @@ def main() -> None:
     dump: dict = {"part": args.part, "iou": args.iou, "sets": {}}
     table: dict[str, dict[str, dict]] = {}
     all_faces = []
+    pooled: dict[str, tuple[list, list, list]] = {}  # runner -> every set's faces, extras, times
     for folder in folders:
         images = part_images(folder, args.part)
         name = folder.name
@@ -301,6 +322,8 @@ def main() -> None:
                 fixed, n = apply_label_fixes(faces, Path(args.label_fixes))
                 entry["summary_corrected"] = dict(summarize(fixed, extras, ms), label_fixes=n)
             dump["sets"].setdefault(name, {})[runner] = entry
+            acc = pooled.setdefault(runner, ([], [], []))
+            acc[0].extend(faces), acc[1].extend(extras), acc[2].extend(ms)
             if runner == "daemon":
                 all_faces += faces
             if args.markdown:
@@ -308,6 +331,9 @@ def main() -> None:
                 print(markdown(s))
             else:
                 print(json.dumps({"set": name, "part": args.part, "runner": runner, **s}))
+    if len(folders) > 1:  # the sets together: the figure with the narrowest interval
+        table["pooled"] = {runner: summarize(*acc) for runner, acc in pooled.items()}
+        dump["pooled"] = table["pooled"]
     if args.markdown:
         print(f"\n### Side by side ({args.part} parts, IoU {args.iou})\n")
         print(side_by_side(table))
