@@ -109,7 +109,9 @@ class MaskSynth:
         out[..., :3] = rgb.astype(np.uint8)
         if family == "n95" and rng.random() < 0.45:
             self._valve(rng, out)
-        if self.prints > 0 and family != "gas" and out[..., :3].mean() > 150 and rng.random() < self.prints:
+        opaque = out[..., 3] > 128
+        if (self.prints > 0 and family != "gas" and opaque.any() and out[..., :3][opaque].mean() > 150
+                and rng.random() < self.prints):
             self._mouth_print(rng, out)
         return out
 
