@@ -171,7 +171,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def _with_ci(b: dict, key: str) -> str:
-    lo, hi = b.get(f"{key}_ci", [float("nan")] * 2)
+    lo, hi = b[f"{key}_ci"]
     return f"{b[key]:.1%} ({100 * lo:.0f}-{100 * hi:.0f})"
 
 
@@ -304,7 +304,6 @@ def main() -> None:
     prev = json.loads(Path(args.reuse).read_text()) if args.reuse else None
     dump: dict = {"part": args.part, "iou": args.iou, "sets": {}}
     table: dict[str, dict[str, dict]] = {}
-    all_faces = []
     pooled: dict[str, tuple[list, list, list]] = {}  # runner -> every set's faces, extras, times
     for folder in folders:
         images = part_images(folder, args.part)
@@ -322,10 +321,8 @@ def main() -> None:
                 fixed, n = apply_label_fixes(faces, Path(args.label_fixes))
                 entry["summary_corrected"] = dict(summarize(fixed, extras, ms), label_fixes=n)
             dump["sets"].setdefault(name, {})[runner] = entry
-            acc = pooled.setdefault(runner, ([], [], []))
-            acc[0].extend(faces), acc[1].extend(extras), acc[2].extend(ms)
-            if runner == "daemon":
-                all_faces += faces
+            for acc, rows in zip(pooled.setdefault(runner, ([], [], [])), (faces, extras, ms)):
+                acc.extend(rows)
             if args.markdown:
                 print(f"\n### {name}, {args.part} part, {runner}\n")
                 print(markdown(s))
@@ -341,7 +338,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(dump))
     if args.sheet:
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-        contact_sheet(all_faces, Path(args.sheet))
+        contact_sheet(pooled.get("daemon", ([],))[0], Path(args.sheet))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
    finds on the bare face.
 
 3. ``faces/rmfd/with_mask_scenes`` (real photos of masked people, whole or half body, another source):
-   the people the mouth model never trained on (its validation identities, ``mouth_common.split_of``),
+   the people the mouth model never trained on (its validation identities, ``build_mouth_dataset.group_and_split``),
    as they are (no border), with no boxes: the largest face found stands for the photo's person. It is
    not always that person (an unmasked bystander, an inset portrait, or the masked face not found), so
    "called no_mask" here is an upper bound on false alarms: look at the photos before reading it as one.
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     from mask_synth import MaskSynth
-    from mouth_common import split_of
+    from build_mouth_dataset import group_and_split
 
     an = Analyzer(load_config(args.config) if args.config else load_config(None))
     peer = AizooPeer()
@@ -118,14 +118,14 @@ def main() -> None:
             res[key]["aizoo"].append(largest(peer.detect(sbgr)))
     rmfd = data_dir() / "faces" / "rmfd"
     with open(rmfd / "manifest.csv") as f:
-        held_out = [r for r in csv.DictReader(f) if split_of("rmfd:" + r["note"]) == "val"]
+        held_out = [r for r in csv.DictReader(f) if group_and_split("faces/rmfd", r)[1] == "val"]
     for r in held_out:
         img = cv2.imread(str(rmfd / r["file"]))
         if img is None:
             continue
-        res.setdefault("rmfd masked people (held out)", {"daemon": [], "aizoo": []})
-        res["rmfd masked people (held out)"]["daemon"].append(largest(daemon_faces(an, img)))
-        res["rmfd masked people (held out)"]["aizoo"].append(largest(peer.detect(img)))
+        got = res.setdefault("rmfd masked people (held out)", {"daemon": [], "aizoo": []})
+        got["daemon"].append(largest(daemon_faces(an, img)))
+        got["aizoo"].append(largest(peer.detect(img)))
     summary = {k: {runner: tally(v) for runner, v in by.items()} for k, by in res.items()}
     print(f"| type ({args.part} part) | n | ours: found | ours: called no_mask | peer: found | peer: called no_mask |")
     print("|---|---|---|---|---|---|")
